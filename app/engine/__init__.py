@@ -1,0 +1,59 @@
+"""The only package that imports mlx. ``load_engine`` returns a started Engine whose MLX thread
+loads the model (so every mlx array lives on that one thread)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from app.engine.base import Adapter
+from app.engine.runner import Engine
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def load_adapter(settings: Settings) -> Adapter:
+    """Pick the adapter by the model's config.json ``model_type`` (call on the MLX thread)."""
+    from app.engine.loading import resolve_model_path
+
+    path: Path = resolve_model_path(settings.model)
+    model_type = json.loads((path / "config.json").read_text()).get("model_type", "")
+    if model_type in ("colqwen2_5", "colqwen2.5"):
+        from app.engine.colqwen import ColQwenAdapter
+
+        adapter: Adapter = ColQwenAdapter(path, settings)
+    elif model_type in ("bert", "xlm-roberta", "xlm_roberta", "modernbert"):
+        from app.engine.pooled import PooledTextAdapter
+
+        adapter = PooledTextAdapter(path, settings)
+    else:
+        raise ValueError(
+            f"model type {model_type!r} of {settings.model} is not supported "
+            "(supported: colqwen2_5, bert-family text models)"
+        )
+    info = adapter.info
+    log.info(
+        "loaded %s (%s, %s, dim %d, dtype %s) from %s",
+        info.name,
+        model_type,
+        info.kind,
+        info.dim,
+        info.dtype,
+        path,
+    )
+    return adapter
+
+
+def load_engine(settings: Settings, *, start: bool = True) -> Engine:
+    engine = Engine(
+        lambda: load_adapter(settings),
+        max_batch_size=settings.max_batch_size,
+        max_wait_ms=settings.max_wait_ms,
+        max_queue=settings.max_queue,
+    )
+    return engine.start() if start else engine
+
+
+__all__ = ["Engine", "load_adapter", "load_engine"]

@@ -1,0 +1,162 @@
+"""ColQwen2.5 (multi-vector) adapter: mlx-embeddings' model and weights, our forward.
+
+mlx-embeddings 0.1.0's own ``colqwen2_5`` forward is wrong in three ways that we fix here,
+reusing its modules and weights unchanged:
+- it calls the language model without M-RoPE 3-D position ids (image tokens get 1-D positions):
+  we compute them per item with mlx_vlm's ``get_rope_index``;
+- it passes ``mask=None`` (causal only), so real tokens attend to padding in a padded batch:
+  we pad on the right and pass a causal + key-padding mask;
+- it stacks per-image features, which fails for images of different sizes: we merge the flat
+  vision output into the image-token slots in batch order.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from app.engine.base import Embedding, EngineInput, ImageInput, ModelInfo, Prepared, TextInput
+from app.engine.colqwen_processor import ColQwenPayload, ColQwenProcessor
+from app.engine.loading import apply_dtype, dtype_name, load_mlx_model, weights_fingerprint
+from app.errors import UnsupportedInput
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ColQwenAdapter:
+    def __init__(self, path: Path, settings: Settings) -> None:
+        self.model = load_mlx_model(path)
+        self.dtype = apply_dtype(self.model, settings.dtype)
+        vlm = self.model.vlm
+        self.lm = vlm.language_model
+        self.vision = vlm.vision_tower
+        self.image_token_id = int(vlm.config.image_token_id)
+        vocab_size = int(self.lm.model.embed_tokens.weight.shape[0])
+        self.processor = ColQwenProcessor(
+            path,
+            image_token_id=self.image_token_id,
+            vocab_size=vocab_size,
+            query_prefix=settings.query_prefix,
+            query_suffix=settings.query_suffix,
+            visual_prompt=settings.visual_prompt,
+        )
+        self.max_tokens = settings.max_tokens_per_input
+        dim = int(self.model.embedding_proj_layer.weight.shape[0])
+        self.info = ModelInfo(
+            name=settings.model_name,
+            kind="multi_vector",
+            dim=dim,
+            modalities=("text", "image"),
+            max_tokens=self.max_tokens,
+            fingerprint=weights_fingerprint(settings.model, path)
+            + "|"
+            + "|".join(
+                [
+                    dtype_name(self.dtype),
+                    self.processor.query_prefix,
+                    self.processor.query_suffix,
+                    self.processor.visual_prompt,
+                ]
+            ),
+            dtype=dtype_name(self.dtype),
+            extra={
+                "architecture": "colqwen2_5",
+                "min_pixels": self.processor.min_pixels,
+                "max_pixels": self.processor.max_pixels,
+                "max_image_tokens": self.processor.max_image_tokens,
+                "query_prefix": self.processor.query_prefix,
+                "query_suffix": self.processor.query_suffix,
+                "visual_prompt": self.processor.visual_prompt,
+            },
+        )
+
+    # ---- any thread: validate + preprocess -----------------------------------------------------
+    def prepare(self, item: EngineInput, *, truncate: bool = False) -> Prepared:
+        if isinstance(item, ImageInput):
+            payload = self.processor.image_payload(item.image)
+            n_pix = int(payload.pixel_values.shape[0]) * self.processor.patch_size**2
+            return Prepared(
+                n_tokens=len(payload.input_ids), payload=payload, kind="image", pixels=n_pix
+            )
+        if isinstance(item, TextInput):
+            ids = self.processor.query_ids(
+                item.text, max_tokens=self.max_tokens, truncate=truncate, param=None
+            )
+        elif hasattr(item, "ids"):
+            ids = self.processor.token_query_ids(
+                item.ids, max_tokens=self.max_tokens, truncate=truncate, param=None
+            )
+        else:
+            raise UnsupportedInput(f"unsupported input type {type(item).__name__}")
+        payload = ColQwenPayload(input_ids=np.asarray(ids, dtype=np.int32))
+        return Prepared(n_tokens=len(ids), payload=payload, kind="text")
+
+    # ---- MLX thread only ------------------------------------------------------------------------
+    def forward(self, batch: list[Prepared]) -> list[Embedding]:
+        payloads: list[ColQwenPayload] = [p.payload for p in batch]
+        lengths = [len(p.input_ids) for p in payloads]
+        B, L = len(payloads), max(lengths)
+        ids = np.full((B, L), self.processor.pad_id, dtype=np.int32)
+        for b, p in enumerate(payloads):
+            ids[b, : lengths[b]] = p.input_ids
+        input_ids = mx.array(ids)
+        embeds = self.lm.model.embed_tokens(input_ids)
+
+        images = [p for p in payloads if p.pixel_values is not None]
+        if images:
+            pixels = mx.array(np.concatenate([p.pixel_values for p in images], axis=0))
+            grids = mx.array(np.array([p.grid_thw for p in images], dtype=np.int32))
+            feats = self.vision(pixels.astype(embeds.dtype), grids, output_hidden_states=False)
+            flat_pos = np.flatnonzero(ids.reshape(-1) == self.image_token_id)
+            if len(flat_pos) != feats.shape[0]:
+                raise RuntimeError(
+                    f"image features ({feats.shape[0]}) do not match image tokens ({len(flat_pos)})"
+                )
+            flat = embeds.reshape(B * L, -1)
+            flat[mx.array(flat_pos)] = feats.astype(flat.dtype)
+            embeds = flat.reshape(B, L, -1)
+
+        positions = self._positions(payloads, L)
+        key_real = mx.array(np.arange(L)[None, :] < np.array(lengths)[:, None])  # (B, L)
+        causal = mx.tril(mx.ones((L, L), dtype=mx.bool_))
+        mask = causal[None, None, :, :] & key_real[:, None, None, :]
+        hidden = self.lm.model(None, inputs_embeds=embeds, mask=mask, position_ids=positions)
+        proj = self.model.embedding_proj_layer(hidden).astype(mx.float32)
+        proj = proj / mx.maximum(mx.linalg.norm(proj, axis=-1, keepdims=True), 1e-12)
+        out = np.array(proj, copy=False)
+
+        results = []
+        for b, p in enumerate(payloads):
+            extras = {}
+            if p.grid_thw is not None:
+                t, h, w = p.grid_thw
+                m = self.processor.merge_size
+                extras = {"image_grid": [h // m, w // m], "image_token_span": list(p.image_span)}
+            vec = np.ascontiguousarray(out[b, : lengths[b]], dtype=np.float32)
+            results.append(Embedding(vectors=vec, n_tokens=lengths[b], extras=extras))
+        return results
+
+    def _positions(self, payloads: list[ColQwenPayload], L: int) -> mx.array:
+        """(3, B, L) M-RoPE positions, each item computed alone (padding gets trailing values)."""
+        rows = []
+        for p in payloads:
+            n = len(p.input_ids)
+            if p.grid_thw is None:
+                pos = np.broadcast_to(np.arange(n, dtype=np.int32), (3, n))
+            else:
+                pos_mx, _ = self.lm.get_rope_index(
+                    mx.array(p.input_ids[None, :]),
+                    image_grid_thw=mx.array(np.array([p.grid_thw], dtype=np.int32)),
+                )
+                pos = np.array(pos_mx)[:, 0, :]
+            full = np.empty((3, L), dtype=np.int32)
+            full[:, :n] = pos
+            if L > n:
+                start = int(pos.max()) + 1 if n else 0
+                full[:, n:] = np.arange(start, start + L - n, dtype=np.int32)
+            rows.append(full)
+        return mx.array(np.stack(rows, axis=1))

@@ -1,0 +1,213 @@
+"""All settings in one frozen object, read once at start-up: CLI flag > env ``MLX_EMB_*`` > default.
+
+Every field becomes a flag ``--field-name`` and an env var ``MLX_EMB_FIELD_NAME``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "MLX_EMB_"
+
+
+def _opt(help: str, **kw: Any) -> Any:
+    default = kw.pop("default", None)
+    return field(default=default, metadata={"help": help, **kw})
+
+
+def default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("mlx-embeddings-server"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- core server ---
+    model: str = _opt("Hub id or local directory of the model to serve (required).", default="")
+    served_model_name: str = _opt("Name clients send as `model` (default: --model).", default="")
+    host: str = _opt("Interface to listen on.", default="127.0.0.1")
+    port: int = _opt("TCP port.", default=8888)
+    log_level: str = _opt("Log level (debug, info, warning, error).", default="info")
+    max_batch_size: int = _opt("Most items in one forward pass.", default=32)
+    max_wait_ms: float = _opt(
+        "Longest wait for a batch to fill, only while more work is known to be arriving.",
+        default=5.0,
+    )
+    max_queue: int = _opt("Most items waiting for the model before requests get 503.", default=4096)
+    dtype: str = _opt(
+        "Compute dtype: auto (float32 on CPU, checkpoint dtype on Metal), float32, "
+        "bfloat16, float16.",
+        default="auto",
+    )
+    blas: str = _opt(
+        "Linux CPU: 'auto' loads OpenBLAS before mlx when found (much faster), 'off' keeps "
+        "mlx's bundled BLAS.",
+        default="auto",
+    )
+    # --- request limits ---
+    max_inputs: int = _opt("Most inputs in one request (OpenAI: 2048).", default=2048)
+    max_tokens_per_input: int = _opt("Most tokens in one input (OpenAI: 8192).", default=8192)
+    max_tokens_per_request: int = _opt(
+        "Most tokens in one request (OpenAI: 300000).", default=300_000
+    )
+    max_body_bytes: int = _opt("Largest request body in bytes (413 above).", default=64 << 20)
+    # --- ColQwen prompts (defaults follow colpali-engine 0.3.18) ---
+    query_prefix: str | None = _opt(
+        "Text put before each query (colpali-engine 0.3.18: none; 0.3.10: 'Query: ').",
+    )
+    query_suffix: str | None = _opt(
+        "Text put after each query (default: 10 x <|endoftext|> augmentation tokens).",
+    )
+    visual_prompt: str | None = _opt("Prompt around each image (default: colpali-engine's).")
+    # --- redis / cache / jobs ---
+    redis_url: str | None = _opt(
+        "Redis URL (redis://, rediss://, unix://). Without it an embedded redis-server is started."
+    )
+    redis_server: str | None = _opt("Path of a redis-server binary for the embedded Redis.")
+    data_dir: Path = _opt("Directory of the embedded Redis data (AOF).", default=None, type=Path)
+    redis_maxmemory: str = _opt(
+        "maxmemory of the embedded Redis (cache evicts first).", default="1gb"
+    )
+    cache: bool = _opt("Cache embeddings in Redis by content hash (--no-cache).", default=True)
+    cache_ttl: int = _opt(
+        "Seconds a cached embedding lives (0 = no expiry).", default=7 * 24 * 3600
+    )
+    queue_threshold: int = _opt(
+        "Requests with more uncached images than this become an RQ job.", default=8
+    )
+    queue_pixel_budget: int = _opt(
+        "Requests whose uncached images hold more pixels than this become an RQ job.",
+        default=64 * 1024 * 1024,
+    )
+    queue_name: str = _opt("RQ queue name.", default="mlx-embeddings")
+    job_timeout: float = _opt(
+        "Seconds a synchronous request waits for its queued job (then 504).", default=600.0
+    )
+    job_ttl: int = _opt("Seconds job results are kept.", default=24 * 3600)
+    job_chunk_size: int = _opt("Items per job chunk (workers share chunks).", default=8)
+    local_worker: bool = _opt(
+        "Run an in-process worker sharing the loaded model (--no-local-worker).", default=True
+    )
+    # --- media ---
+    allowed_media_domains: tuple[str, ...] = _opt(
+        "Comma-separated host allow-list for fetched media (empty: any public host).",
+        default=(),
+    )
+    allow_private_media: bool = _opt(
+        "Allow fetching media from private/loopback addresses (trusted LAN only).", default=False
+    )
+    allowed_local_media_path: Path | None = _opt(
+        "Directory under which file:// media URLs may be read (off by default).", type=Path
+    )
+    media_connect_timeout: float = _opt("Connect timeout for media fetches (s).", default=5.0)
+    media_timeout: float = _opt("Total timeout for one media fetch (s).", default=30.0)
+    media_max_bytes: int = _opt("Largest fetched or inline media file in bytes.", default=32 << 20)
+    max_image_pixels: int = _opt(
+        "Largest decoded image in pixels (decompression-bomb guard).", default=64_000_000
+    )
+    pdf_dpi: float | None = _opt("PDF render DPI (default: fit the model's max pixels).")
+    max_pdf_pages: int = _opt("Most pages taken from one PDF.", default=256)
+
+    @property
+    def model_name(self) -> str:
+        return self.served_model_name or self.model
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir if self.data_dir is not None else default_data_dir()
+
+
+def _field_type(f: dataclasses.Field) -> str:
+    return str(f.type)
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _convert(f: dataclasses.Field, raw: str) -> Any:
+    t = _field_type(f)
+    if t == "bool":
+        return _parse_bool(raw)
+    if t.startswith("int"):
+        return int(raw)
+    if t.startswith("float"):
+        return float(raw)
+    if t.startswith("tuple"):
+        return tuple(x.strip() for x in raw.split(",") if x.strip())
+    if "Path" in t:
+        return Path(raw).expanduser()
+    return raw
+
+
+def build_parser(prog: str = "mlx-embeddings-server", only: Sequence[str] | None = None):
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="OpenAI-compatible embeddings server for MLX models. "
+        f"Every flag can also be set as an environment variable {ENV_PREFIX}<FLAG_NAME>.",
+    )
+    for f in dataclasses.fields(Settings):
+        if only is not None and f.name not in only:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        env = ENV_PREFIX + f.name.upper()
+        help_text = f"{f.metadata['help']} [env {env}]"
+        if _field_type(f) == "bool":
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text + f" (default: {'on' if f.default else 'off'})",
+            )
+        else:
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                default=None,
+                type=lambda raw, f=f: _convert(f, raw),
+                help=help_text,
+            )
+    return parser
+
+
+def load_settings(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    prog: str = "mlx-embeddings-server",
+    only: Sequence[str] | None = None,
+) -> Settings:
+    """Build the one Settings object. Exits with a usage error when --model is missing."""
+    env = os.environ if env is None else env
+    parser = build_parser(prog, only)
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        cli = getattr(args, f.name, None)
+        if cli is not None:
+            values[f.name] = cli
+            continue
+        raw = env.get(ENV_PREFIX + f.name.upper())
+        if raw is not None:
+            try:
+                values[f.name] = _convert(f, raw)
+            except ValueError as exc:
+                parser.error(f"{ENV_PREFIX}{f.name.upper()}: {exc}")
+    settings = Settings(**values)
+    if not settings.model:
+        parser.error(f"--model is required (a hub id or a local directory; env {ENV_PREFIX}MODEL)")
+    if settings.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        parser.error(f"--dtype must be auto, float32, bfloat16 or float16, not {settings.dtype!r}")
+    return settings

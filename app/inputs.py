@@ -1,0 +1,409 @@
+"""Turn a request's ``input`` field into validated engine inputs.
+
+Accepted forms (``raw_input`` is the JSON-decoded ``input``):
+
+* ``"text"`` - one text; a string starting with ``data:``, ``http://`` or ``https://`` is media
+  (compatibility with the earlier server; send ``{"type": "text", ...}`` to embed such text).
+* ``["a", "b", ...]`` - several, each as above.
+* ``[1, 2, 3]`` - ONE token-id input; ``[[1, 2], [3]]`` - several token-id inputs.
+* typed parts, mixed freely with strings in one list (or one part on its own):
+  ``{"type": "text", "text": "..."}`` (never fetched, whatever it starts with),
+  ``{"type": "image_url", "image_url": {"url": "<http(s)/file URL or data URI>"}}``
+  (``"image_url": "<url>"`` is accepted too),
+  ``{"type": "file", "file": {"file_data": "data:application/pdf;base64,...", "filename": ...}}``,
+  ``{"type": "file", "file": {"url": "..."}}``.
+  ``file://`` URLs are only read from parts (and only under ``--allowed-local-media-path``).
+
+Media type comes from the bytes (PNG, JPEG, WebP, GIF, BMP, TIFF, PDF), never from a declared
+type, so any media source may hold an image or a PDF. A PDF becomes one item per page, in page
+order; ``"pages": "1-3,7"`` (in the part, or inside its ``file`` / ``image_url`` object; also
+``"5-"`` or a number) selects pages.
+
+Every item of a request is fetched, decoded and validated before :meth:`InputResolver.resolve`
+returns, so nothing is queued when one item is bad (the first failure is raised, the rest is
+cancelled). Errors are ApiError subclasses whose ``param`` names the offending item:
+``input`` (a lone string / token list), ``input[3]`` (a string in a list), ``input[3].text``,
+``input[3].image_url``, ``input[3].file`` (parts), or the faulty field (``input[3].pages``,
+``input[3].file.file_data``, ``input[3].type``); every message starts with that param.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from app.engine.base import EngineInput, ImageInput, TextInput, TokenInput
+from app.errors import ApiError, InvalidRequest, MediaError
+from app.media.datauri import decode_data_uri, is_data_uri
+from app.media.fetch import MediaFetcher, Resolver
+from app.media.images import content_hash, decode_image
+from app.media.pdf import render_pdf
+from app.media.sniff import IMAGE_KINDS, SUPPORTED_TEXT, describe_unknown, sniff
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
+
+# Media items fetched and decoded at once within one request.
+MEDIA_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class ResolvedItem:
+    input_index: int  # index in the request's `input` list
+    page: int | None  # 1-based PDF page, None otherwise
+    item: EngineInput  # TextInput | TokenInput | ImageInput
+    param: str  # e.g. "input[3]" or "input[3].file" - used in error messages
+
+
+@dataclass(frozen=True)
+class _MediaJob:
+    """A media item waiting to be fetched/decoded (found while parsing the request)."""
+
+    input_index: int
+    param: str
+    source: str  # data URI or URL
+    pages: object  # the part's "pages" value (None: all pages)
+    pages_param: str
+    from_plain_string: bool
+
+
+_Entry = ResolvedItem | _MediaJob
+
+
+def _is_media_string(text: str) -> bool:
+    low = text[:8].lower()
+    return low.startswith(("data:", "http://", "https://"))
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+    }.get(type(value), type(value).__name__)
+
+
+def _is_token(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class InputResolver:
+    """Parses, fetches and decodes request inputs. One per server (shares one HTTP client).
+
+    ``resolver``: ``async (host, port) -> list[str]`` of IP addresses (default: the event
+    loop's getaddrinfo); ``transport``: an httpx transport (tests; it receives requests already
+    rewritten to the checked IP);
+    ``max_image_pixels_for_model``: the model's largest image in pixels - PDF pages are rendered
+    to about that size unless ``settings.pdf_dpi`` is set.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        resolver: Resolver | None = None,
+        max_image_pixels_for_model: int | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.max_image_pixels_for_model = max_image_pixels_for_model
+        self._fetcher = MediaFetcher(settings, resolver=resolver, transport=transport)
+
+    async def aclose(self) -> None:
+        await self._fetcher.aclose()
+
+    # ------------------------------------------------------------------ parsing
+
+    def parse(self, raw_input: object) -> list[_Entry]:
+        """Check the shape of ``raw_input``; text and tokens are final, media become jobs."""
+        if isinstance(raw_input, str):
+            return [self._parse_string(raw_input, 0, "input", plain=True)]
+        if isinstance(raw_input, dict):  # one content part on its own
+            return [self._parse_part(raw_input, 0, "input")]
+        if not isinstance(raw_input, list):
+            raise InvalidRequest(
+                "input: must be a string, a content part, an array of strings, an array of token "
+                "ids, an array of token-id arrays or an array of strings and content parts, "
+                f"not {_type_name(raw_input)}",
+                "input",
+            )
+        if not raw_input:
+            raise InvalidRequest("input: must not be an empty array", "input")
+        if _is_token(raw_input[0]):
+            return [self._parse_tokens(raw_input, 0, "input")]
+        if len(raw_input) > self.settings.max_inputs:
+            raise InvalidRequest(
+                f"input: {len(raw_input)} inputs, more than the server's limit of "
+                f"{self.settings.max_inputs} (--max-inputs); split the request",
+                "input",
+            )
+        entries: list[_Entry] = []
+        for i, value in enumerate(raw_input):
+            param = f"input[{i}]"
+            if isinstance(value, str):
+                entries.append(self._parse_string(value, i, param, plain=True))
+            elif isinstance(value, list):
+                entries.append(self._parse_tokens(value, i, param))
+            elif isinstance(value, dict):
+                entries.append(self._parse_part(value, i, param))
+            else:
+                raise InvalidRequest(
+                    f"{param}: must be a string, a token-id array or a content part object, "
+                    f"not {_type_name(value)}",
+                    param,
+                )
+        kinds = {isinstance(v, list) for v in raw_input}
+        if len(kinds) > 1:
+            i = next(i for i, v in enumerate(raw_input) if isinstance(v, list))
+            raise InvalidRequest(
+                f"input[{i}]: token-id arrays cannot be mixed with strings or content parts "
+                "in one request",
+                f"input[{i}]",
+            )
+        return entries
+
+    def _parse_string(self, text: str, index: int, param: str, *, plain: bool) -> _Entry:
+        if not text:
+            raise InvalidRequest(f"{param}: must not be an empty string", param)
+        if plain and _is_media_string(text):
+            return _MediaJob(index, param, text.strip(), None, param, from_plain_string=True)
+        return ResolvedItem(index, None, TextInput(text), param)
+
+    def _parse_tokens(self, ids: list, index: int, param: str) -> ResolvedItem:
+        if not ids:
+            raise InvalidRequest(f"{param}: a token-id array must not be empty", param)
+        for j, tok in enumerate(ids):
+            if not _is_token(tok):
+                raise InvalidRequest(
+                    f"{param}: token ids must be integers; item {j} is {_type_name(tok)}", param
+                )
+        return ResolvedItem(index, None, TokenInput(tuple(ids)), param)
+
+    def _parse_part(self, part: dict, index: int, param: str) -> _Entry:
+        kind = part.get("type")
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise InvalidRequest(
+                    f'{param}.text: a "text" part needs a string "text", not {_type_name(text)}',
+                    f"{param}.text",
+                )
+            return self._parse_string(text, index, f"{param}.text", plain=False)
+        if kind in ("image_url", "file"):
+            return self._parse_media_part(part, kind, index, param)
+        raise InvalidRequest(
+            f'{param}.type: unknown content part type {kind!r} (use "text", "image_url" or "file")',
+            f"{param}.type",
+        )
+
+    def _parse_media_part(self, part: dict, kind: str, index: int, param: str) -> _MediaJob:
+        body = part.get(kind)
+        sub = f"{param}.{kind}"
+        if kind == "image_url" and isinstance(body, str):
+            body = {"url": body}
+        if not isinstance(body, dict):
+            raise InvalidRequest(
+                f'{sub}: a "{kind}" part needs an object "{kind}", not {_type_name(body)}', sub
+            )
+        if kind == "image_url":
+            source = body.get("url")
+            field = "url"
+        else:
+            if body.get("file_id") is not None:
+                raise InvalidRequest(
+                    f"{sub}.file_id: uploaded file ids are not supported; send the file inline "
+                    'as "file_data" (a data: URI) or give its "url"',
+                    f"{sub}.file_id",
+                )
+            has_data = body.get("file_data") is not None
+            has_url = body.get("url") is not None
+            if has_data == has_url:
+                raise InvalidRequest(
+                    f'{sub}: a "file" part needs exactly one of "file_data" (a data: URI) or "url"',
+                    sub,
+                )
+            field = "file_data" if has_data else "url"
+            source = body[field]
+        if not isinstance(source, str) or not source.strip():
+            raise InvalidRequest(
+                f"{sub}.{field}: must be a non-empty string, not {_type_name(source)}",
+                f"{sub}.{field}",
+            )
+        source = source.strip()
+        if kind == "file" and field == "file_data" and not is_data_uri(source):
+            raise InvalidRequest(
+                f'{sub}.file_data: must be a data: URI ("data:application/pdf;base64,...")',
+                f"{sub}.file_data",
+            )
+        pages, pages_param = part.get("pages"), f"{param}.pages"
+        inner_pages = body.get("pages")
+        if inner_pages is not None:
+            if pages is not None and pages != inner_pages:
+                raise InvalidRequest(
+                    f'{param}: "pages" is given twice with different values; give it once',
+                    pages_param,
+                )
+            pages, pages_param = inner_pages, f"{sub}.pages"
+        return _MediaJob(index, sub, source, pages, pages_param, from_plain_string=False)
+
+    # ------------------------------------------------------------------ resolving
+
+    async def resolve(self, raw_input: object) -> list[ResolvedItem]:
+        """All items of ``raw_input``, validated, in request order (PDFs expand to pages)."""
+        entries = self.parse(raw_input)
+        jobs = [(n, e) for n, e in enumerate(entries) if isinstance(e, _MediaJob)]
+        if not jobs:
+            return [e for e in entries if isinstance(e, ResolvedItem)]
+
+        budget = _ItemBudget(self.settings.max_inputs, len(entries) - len(jobs))
+        sem = asyncio.Semaphore(MEDIA_CONCURRENCY)
+
+        async def run(job: _MediaJob) -> list[ResolvedItem]:
+            async with sem:
+                try:
+                    return await self._resolve_media(job, budget)
+                except ApiError:
+                    raise
+                except Exception as exc:  # a decoder bug must still name the item
+                    raise MediaError(
+                        f"{job.param}: the media could not be processed ({type(exc).__name__}: "
+                        f"{exc})",
+                        job.param,
+                    ) from exc
+
+        results = await _all_or_first_error([run(job) for _, job in jobs])
+        by_entry = dict(zip((n for n, _ in jobs), results, strict=True))
+        out: list[ResolvedItem] = []
+        for n, entry in enumerate(entries):
+            if isinstance(entry, ResolvedItem):
+                out.append(entry)
+            else:
+                out.extend(by_entry[n])
+        return out
+
+    async def _resolve_media(self, job: _MediaJob, budget: _ItemBudget) -> list[ResolvedItem]:
+        if is_data_uri(job.source):
+            try:
+                data = await asyncio.to_thread(
+                    decode_data_uri,
+                    job.source,
+                    max_bytes=self.settings.media_max_bytes,
+                    param=job.param,
+                )
+            except MediaError as exc:
+                if job.from_plain_string:
+                    exc.message += (
+                        '; strings starting with "data:" are read as data URIs - to embed such '
+                        'text send {"type": "text", "text": ...}'
+                    )
+                    exc.args = (exc.message,)
+                raise
+            origin = "data"
+        else:
+            data, origin = await self._fetcher.fetch(
+                job.source, job.param, hint=job.from_plain_string
+            )
+        # Decoding, rendering and hashing are CPU-bound: never on the event loop.
+        return await asyncio.to_thread(self._decode, job, data, origin, budget)
+
+    def _decode(
+        self, job: _MediaJob, data: bytes, origin: str, budget: _ItemBudget
+    ) -> list[ResolvedItem]:
+        """Bytes -> validated RGB items (runs in a worker thread)."""
+        settings = self.settings
+        kind = sniff(data)
+        if kind is None:
+            raise MediaError(
+                f"{job.param}: not a supported image or PDF ({SUPPORTED_TEXT}); "
+                f"{describe_unknown(data)}",
+                job.param,
+            )
+        meta_base: dict[str, Any] = {"source": origin, "format": kind}
+        if kind in IMAGE_KINDS:
+            if job.pages is not None:
+                raise InvalidRequest(
+                    f'{job.pages_param}: "pages" applies only to PDFs; this file is a '
+                    f"{kind.upper()} image",
+                    job.pages_param,
+                )
+            budget.take(1, job.param)
+            image = decode_image(data, kind, max_pixels=settings.max_image_pixels, param=job.param)
+            return [self._image_item(job, image, None, meta_base)]
+        rendered = render_pdf(
+            data,
+            pages=job.pages,
+            max_pages=settings.max_pdf_pages,
+            dpi=settings.pdf_dpi,
+            target_pixels=self.max_image_pixels_for_model,
+            max_pixels=settings.max_image_pixels,
+            param=job.param,
+            pages_param=job.pages_param,
+            on_count=lambda n: budget.take(n, job.param),
+        )
+        return [
+            self._image_item(
+                job,
+                page.image,
+                page.number,
+                {**meta_base, "page": page.number, "pages": page.page_count, "dpi": page.dpi},
+            )
+            for page in rendered
+        ]
+
+    @staticmethod
+    def _image_item(job: _MediaJob, image, page: int | None, meta: dict) -> ResolvedItem:
+        meta = {"width": image.width, "height": image.height, **meta}
+        item = ImageInput(image=image, content_hash=content_hash(image), meta=meta)
+        return ResolvedItem(job.input_index, page, item, job.param)
+
+
+class _ItemBudget:
+    """Counts items across a request so PDFs cannot expand it past ``--max-inputs``."""
+
+    def __init__(self, limit: int, used: int) -> None:
+        self.limit = limit
+        self.used = used
+        self._lock = threading.Lock()  # taken from worker threads
+
+    def take(self, n: int, param: str) -> None:
+        with self._lock:
+            self.used += n
+            over = self.used > self.limit
+        if over:
+            raise InvalidRequest(
+                f"{param}: the request expands to more than {self.limit} items (PDF pages count "
+                "one each), more than the server's limit (--max-inputs); split the request",
+                param,
+            )
+
+
+async def _all_or_first_error(
+    coros: list[Awaitable[list[ResolvedItem]]],
+) -> list[list[ResolvedItem]]:
+    """Run all; on the first failure cancel the rest and raise the earliest item's error."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    failed = [t for t in tasks if t in done and not t.cancelled() and t.exception() is not None]
+    if failed:
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        exc = failed[0].exception()
+        assert exc is not None
+        raise exc
+    return [t.result() for t in tasks]

@@ -1,0 +1,43 @@
+"""``mlx-embeddings-server`` / ``python -m app``: load settings, preload BLAS, start the engine
+and serve it with Sanic in one process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from app.blas import preload_openblas
+from app.logging_setup import setup_logging
+from app.settings import load_settings
+
+log = logging.getLogger("app.cli")
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "mlx-embeddings-server") -> int:
+    settings = load_settings(argv, prog=prog)
+    setup_logging(settings.log_level)
+    # Must run before anything imports mlx (app.engine does).
+    preload_openblas(settings)
+
+    from app.engine import load_engine
+    from app.server import create_app
+
+    engine = load_engine(settings)
+    app = create_app(settings, engine)
+    log.info(
+        "serving %s (from %s) on http://%s:%d/v1 - the model loads in the background; "
+        "GET /health answers 200 once it is ready",
+        settings.model_name,
+        settings.model,
+        settings.host,
+        settings.port,
+    )
+    # One process: multi-worker mode would load the model once per worker.
+    app.run(
+        host=settings.host,
+        port=settings.port,
+        single_process=True,
+        access_log=settings.log_level.lower() == "debug",
+        motd=False,
+    )
+    return 0

@@ -1,0 +1,150 @@
+"""The wire protocol: request and response bodies of the OpenAI-compatible API.
+
+Requests are validated with these models; responses are written straight from numpy arrays by
+``app.encoding`` for speed, and these models document (and in tests check) their shape.
+Unknown request fields are ignored, as OpenAI does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import ValidationError as PydanticValidationError
+
+from app.errors import InvalidRequest
+
+EncodingFormat = Literal["float", "base64"]
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    # Any JSON; app.inputs.InputResolver validates its shape (str | str[] | int[] | int[][] |
+    # typed parts) and answers errors pointed at input[i].
+    input: Any
+    model: StrictStr
+    encoding_format: EncodingFormat = "float"
+    dimensions: StrictInt | None = Field(default=None, gt=0)
+    user: StrictStr | None = None
+    # TEI-style: cut inputs over the token cap instead of answering 400.
+    truncate: StrictBool = False
+
+
+def parse_embedding_request(body: Any) -> EmbeddingRequest:
+    """Validate a decoded JSON body; errors become InvalidRequest with ``param`` = field path."""
+    if not isinstance(body, dict):
+        raise InvalidRequest(
+            f"the request body must be a JSON object, not {_json_type(body)}", param=None
+        )
+    if body.get("encoding_format", "float") is None:  # clients may send an explicit null
+        body = {**body, "encoding_format": "float"}
+    try:
+        req = EmbeddingRequest.model_validate(body)
+    except PydanticValidationError as exc:
+        raise validation_error(exc) from None
+    if req.input is None:
+        raise InvalidRequest("'input' must not be null", param="input")
+    return req
+
+
+def validation_error(exc: PydanticValidationError) -> InvalidRequest:
+    err = exc.errors(include_url=False)[0]
+    param = ".".join(str(p) for p in err.get("loc", ())) or None
+    kind = err.get("type", "")
+    if kind == "missing":
+        message = f"'{param}' is required"
+    elif param == "encoding_format":
+        message = f"invalid encoding_format {err.get('input')!r}: must be 'float' or 'base64'"
+    else:
+        message = f"invalid '{param}': {err.get('msg', 'invalid value')}"
+    return InvalidRequest(message, param=param)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if value is None:
+        return "null"
+    return type(value).__name__
+
+
+# ---- responses -------------------------------------------------------------------------------
+
+
+class EmbeddingData(BaseModel):
+    """One embedding. ``embedding`` is a float list (n_tokens lists of dim floats for
+    multi-vector models) or, with ``encoding_format=base64``, little-endian float32 bytes."""
+
+    model_config = ConfigDict(extra="allow")
+
+    object: Literal["embedding"] = "embedding"
+    embedding: list[float] | list[list[float]] | str
+    index: int
+    # extensions (present only where they apply)
+    shape: list[int] | None = None
+    input_index: int | None = None
+    page: int | None = None
+    image_grid: list[int] | None = None
+    image_token_span: list[int] | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: Usage
+
+
+class ModelLimits(BaseModel):
+    max_inputs: int
+    max_tokens_per_input: int
+    max_tokens_per_request: int
+    max_body_bytes: int
+    max_batch_size: int
+
+
+class ModelCard(BaseModel):
+    """An OpenAI model object plus what an embeddings client needs to know about it.
+
+    The extension fields are null while the model is still loading."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    # extensions
+    ready: bool = True
+    kind: Literal["multi_vector", "pooled"] | None = None
+    dimensions: int | None = None
+    modalities: list[str] | None = None
+    max_tokens: int | None = None
+    dtype: str | None = None
+    limits: ModelLimits | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

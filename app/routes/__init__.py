@@ -1,0 +1,16 @@
+"""Thin HTTP routes: parse the request, call the service, write the response."""
+
+from __future__ import annotations
+
+from sanic import Sanic
+
+from app.routes import embeddings, health, models
+
+
+def register_routes(app: Sanic) -> None:
+    embeddings.register(app)
+    models.register(app)
+    health.register(app)
+
+
+__all__ = ["register_routes"]

@@ -1,0 +1,37 @@
+"""GET /health: 503 while the model loads or after it failed to load, then 200.
+
+Other parts (Redis, workers) add fields through ``app.ctx.health_probes``: async callables
+returning ``(ok, fields)``; a probe that is not ok turns the answer into 503."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sanic import HTTPResponse, Request, Sanic
+
+from app.encoding import dumps
+from app.engine.runner import Engine
+
+
+async def health(request: Request) -> HTTPResponse:
+    ctx = request.app.ctx
+    engine: Engine = ctx.engine
+    body: dict[str, Any] = {"model": ctx.settings.model_name}
+    if engine.load_error is not None:
+        err = engine.load_error
+        body.update(status="error", error=f"the model failed to load: {type(err).__name__}: {err}")
+        return HTTPResponse(dumps(body), status=503, content_type="application/json")
+    if not engine.ready:
+        body["status"] = "loading"
+        return HTTPResponse(dumps(body), status=503, content_type="application/json")
+    ok = True
+    for probe in ctx.health_probes:
+        probe_ok, fields = await probe()
+        ok = ok and probe_ok
+        body.update(fields)
+    body = {"status": "ok" if ok else "degraded", **body}
+    return HTTPResponse(dumps(body), status=200 if ok else 503, content_type="application/json")
+
+
+def register(app: Sanic) -> None:
+    app.add_route(health, "/health", methods=["GET"], name="health")

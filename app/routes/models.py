@@ -1,0 +1,73 @@
+"""GET /v1/models and /v1/models/<id> (ids contain '/', e.g. qnguyen3/colqwen2.5-v0.2-mlx)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from sanic import HTTPResponse, Request, Sanic
+
+from app.encoding import dumps
+from app.engine.runner import Engine
+from app.errors import ModelNotFound
+from app.settings import Settings
+
+OWNED_BY = "mlx-embeddings-server"
+
+
+def model_card(settings: Settings, engine: Engine, created: int) -> dict[str, Any]:
+    card: dict[str, Any] = {
+        "id": settings.model_name,
+        "object": "model",
+        "created": created,
+        "owned_by": OWNED_BY,
+        "ready": engine.ready,
+    }
+    if engine.ready:
+        info = engine.info
+        card.update(
+            kind=info.kind,
+            dimensions=info.dim,
+            modalities=list(info.modalities),
+            max_tokens=info.max_tokens,
+            dtype=info.dtype,
+            limits={
+                "max_inputs": settings.max_inputs,
+                "max_tokens_per_input": info.max_tokens,
+                "max_tokens_per_request": settings.max_tokens_per_request,
+                "max_body_bytes": settings.max_body_bytes,
+                "max_batch_size": settings.max_batch_size,
+            },
+        )
+    return card
+
+
+def _json(body: Any) -> HTTPResponse:
+    return HTTPResponse(dumps(body), content_type="application/json")
+
+
+async def list_models(request: Request) -> HTTPResponse:
+    ctx = request.app.ctx
+    return _json({"object": "list", "data": [model_card(ctx.settings, ctx.engine, ctx.created)]})
+
+
+async def get_model(request: Request, model_id: str) -> HTTPResponse:
+    ctx = request.app.ctx
+    settings: Settings = ctx.settings
+    model_id = unquote(model_id)  # the openai client sends '/' in ids as %2F
+    if model_id != settings.model_name:
+        raise ModelNotFound(
+            f"the model {model_id!r} does not exist on this server; it serves "
+            f"{settings.model_name!r}",
+            param="model",
+        )
+    return _json(model_card(settings, ctx.engine, ctx.created))
+
+
+def register(app: Sanic) -> None:
+    for prefix in ("/v1", ""):
+        tag = prefix.replace("/", "_")
+        app.add_route(list_models, f"{prefix}/models", methods=["GET"], name=f"models{tag}")
+        app.add_route(
+            get_model, f"{prefix}/models/<model_id:path>", methods=["GET"], name=f"model{tag}"
+        )

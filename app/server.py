@@ -1,0 +1,155 @@
+"""The Sanic application: routes, the one error handler, and resource lifetimes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from sanic import HTTPResponse, Request, Sanic
+from sanic import exceptions as sanic_exc
+from sanic.handlers import ErrorHandler
+
+from app.encoding import dumps
+from app.errors import (
+    ERROR_TABLE,
+    ApiError,
+    ErrorKind,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
+from app.routes import register_routes
+from app.service import EmbeddingService
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.engine.runner import Engine
+    from app.service import InputResolverLike
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "mlx_embeddings_server"
+
+
+class _HttpStatusError(ApiError):
+    """A protocol-level error Sanic raised with a status outside app.errors' table (408...).
+    Its type/code follow the table's generic 4xx / 5xx rows."""
+
+    def __init__(self, message: str, status: int, headers: dict[str, str] | None = None):
+        super().__init__(message, headers=headers)
+        self._status = status
+
+    @property
+    def kind(self) -> ErrorKind:
+        base = ERROR_TABLE["InvalidRequest" if self._status < 500 else "InternalError"]
+        return ErrorKind(self._status, base.type, None)
+
+
+def to_api_error(request: Request | None, exc: BaseException) -> ApiError:
+    """Map anything raised while serving a request onto an ApiError (the one error table)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, sanic_exc.SanicException):
+        headers = {str(k): str(v) for k, v in (getattr(exc, "headers", None) or {}).items()}
+        method = request.method if request is not None else "?"
+        path = request.path if request is not None else "?"
+        if isinstance(exc, sanic_exc.NotFound):
+            return NotFound(f"unknown URL: {method} {path}")
+        if isinstance(exc, sanic_exc.MethodNotAllowed):
+            allowed = headers.get("Allow", "")
+            return MethodNotAllowed(
+                f"method {method} is not allowed for {path}"
+                + (f"; allowed: {allowed}" if allowed else ""),
+                headers=headers,
+            )
+        if isinstance(exc, sanic_exc.PayloadTooLarge):
+            limit = request.app.config.REQUEST_MAX_SIZE if request is not None else None
+            return PayloadTooLarge(
+                "the request is larger than this server accepts"
+                + (f" ({limit} bytes, --max-body-bytes)" if limit else "")
+            )
+        if isinstance(exc, sanic_exc.BadRequest):
+            return InvalidRequest(f"bad request: {exc}")
+        status = int(getattr(exc, "status_code", 500) or 500)
+        if status < 500:
+            return _HttpStatusError(str(exc) or "bad request", status, headers)
+        return _HttpStatusError(str(exc) or "server error", status, headers)
+    return InternalError("internal server error; the server log has the details")
+
+
+def error_response(err: ApiError) -> HTTPResponse:
+    return HTTPResponse(
+        dumps(err.body()), status=err.status, headers=err.headers, content_type="application/json"
+    )
+
+
+class OpenAIErrorHandler(ErrorHandler):
+    """Every error, Sanic's own included, as an OpenAI error body with its status."""
+
+    def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        err = to_api_error(request, exception)
+        if not isinstance(exception, ApiError | sanic_exc.SanicException):
+            where = f"{request.method} {request.path}" if request is not None else "?"
+            log.error("unexpected error on %s", where, exc_info=exception)
+        elif err.status >= 500:
+            log.warning("%s: %s", err.status, err.message)
+        return error_response(err)
+
+
+def _unique_name(name: str | None) -> str:
+    if name is not None:
+        return name
+    try:
+        Sanic.get_app(APP_NAME)
+    except sanic_exc.SanicException:
+        return APP_NAME
+    return f"{APP_NAME}_{uuid.uuid4().hex[:8]}"
+
+
+def create_app(
+    settings: Settings,
+    engine: Engine,
+    *,
+    resolver: InputResolverLike | None = None,
+    name: str | None = None,
+) -> Sanic:
+    """The application serving ``engine`` (already started; it may still be loading).
+
+    ``resolver``: the InputResolver (default: one built from ``settings``); it and the engine
+    are closed when the server stops."""
+    if resolver is None:
+        from app.inputs import InputResolver
+
+        resolver = InputResolver(settings)
+    app = Sanic(_unique_name(name), error_handler=OpenAIErrorHandler(), configure_logging=False)
+    app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
+    # A synchronous request may wait for a queued job up to job_timeout.
+    app.config.RESPONSE_TIMEOUT = max(60.0, settings.job_timeout + 30.0)
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.config.NOISY_EXCEPTIONS = False
+    # TouchUp rewrites Sanic's class methods at startup; a second app in one process (tests,
+    # embedding the server) then fails to start. The gain is negligible here.
+    app.config.TOUCHUP = False
+
+    app.ctx.settings = settings
+    app.ctx.engine = engine
+    app.ctx.resolver = resolver
+    app.ctx.service = EmbeddingService(settings, engine, resolver)
+    app.ctx.created = int(time.time())
+    app.ctx.health_probes = []
+
+    register_routes(app)
+
+    async def close_resources(app: Sanic, _loop: Any = None) -> None:
+        try:
+            await resolver.aclose()
+        finally:
+            await asyncio.to_thread(engine.close)
+
+    app.register_listener(close_resources, "after_server_stop")
+    return app

@@ -1,0 +1,185 @@
+"""The real server command (``python -m app --model PATH``) with real MLX models, driven by the
+official openai client: the tiny random ColQwen2.5 and the real all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from http_servers import free_socket
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+COLQWEN_NAME = "tiny/colqwen2.5"
+
+
+class ServerProcess:
+    def __init__(self, args: list[str], module: str = "app") -> None:
+        sock = free_socket()
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLX_EMB_")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args, "--port", str(self.port), "--no-cache"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.output()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"server not healthy in {timeout}s")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def output(self) -> str:
+        if self.proc.poll() is None:
+            return "(running)"
+        return self.proc.stdout.read() if self.proc.stdout else ""
+
+    def openai(self):
+        from openai import OpenAI
+
+        return OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def colqwen_server(tiny_colqwen_path: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(["--model", str(tiny_colqwen_path), "--served-model-name", COLQWEN_NAME])
+    try:
+        server.wait_healthy()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def minilm_server(minilm_path: Path) -> Iterator[ServerProcess]:
+    # the old entry point, to keep it working
+    server = ServerProcess(["--model", str(minilm_path)], module="mlx_embeddings_server.main")
+    try:
+        server.wait_healthy()
+        yield server
+    finally:
+        server.stop()
+
+
+def png_data_uri(size=(64, 48)) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (30, 120, 220)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def test_colqwen_queries_float_and_base64(colqwen_server: ServerProcess) -> None:
+    client = colqwen_server.openai()
+    texts = ["what is the revenue in 2023?", "a chart"]
+    as_b64 = client.embeddings.create(model=COLQWEN_NAME, input=texts)  # the client's default
+    as_float = client.embeddings.create(model=COLQWEN_NAME, input=texts, encoding_format="float")
+    assert as_b64.usage.prompt_tokens == as_float.usage.prompt_tokens > 0
+    total = 0
+    for b, f in zip(as_b64.data, as_float.data, strict=True):
+        rows = np.asarray(f.embedding, dtype=np.float32)
+        n_tokens, dim = rows.shape
+        assert dim == 128 and f.model_extra["shape"] == [n_tokens, dim]
+        flat = np.asarray(b.embedding, dtype=np.float32)
+        assert flat.shape == (n_tokens * dim,)
+        np.testing.assert_allclose(flat, rows.ravel(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, rtol=1e-3)
+        total += n_tokens
+    assert as_float.usage.prompt_tokens == total  # every real token, no padding rows
+
+
+def test_colqwen_page_image(colqwen_server: ServerProcess) -> None:
+    body = {
+        "model": COLQWEN_NAME,
+        "input": [{"type": "image_url", "image_url": {"url": png_data_uri()}}],
+    }
+    r = httpx.post(colqwen_server.url + "/v1/embeddings", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    [item] = r.json()["data"]
+    n_tokens, dim = item["shape"]
+    assert dim == 128 and len(item["embedding"]) == n_tokens
+    assert r.json()["usage"]["prompt_tokens"] == n_tokens
+    assert len(item["image_grid"]) == 2 and len(item["image_token_span"]) == 2
+
+
+def test_colqwen_model_card(colqwen_server: ServerProcess) -> None:
+    model = colqwen_server.openai().models.retrieve(COLQWEN_NAME)
+    assert model.model_extra["kind"] == "multi_vector"
+    assert model.model_extra["modalities"] == ["text", "image"]
+
+
+def test_minilm_pooled_embeddings(minilm_server: ServerProcess, minilm_path: Path) -> None:
+    client = minilm_server.openai()
+    name = str(minilm_path)
+    texts = ["A man is eating food.", "A man is eating a piece of bread.", "The sky is blue."]
+    as_b64 = client.embeddings.create(model=name, input=texts)
+    as_float = client.embeddings.create(model=name, input=texts, encoding_format="float")
+    vecs = np.asarray([d.embedding for d in as_float.data], dtype=np.float32)
+    assert vecs.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray([d.embedding for d in as_b64.data], dtype=np.float32), vecs, atol=1e-6
+    )
+    sims = vecs @ vecs.T
+    assert sims[0, 1] > sims[0, 2]  # the real model ranks the paraphrase closer
+    assert as_float.usage.prompt_tokens > 3 * 2
+
+
+def test_minilm_rejects_images_and_bad_dimensions(
+    minilm_server: ServerProcess, minilm_path: Path
+) -> None:
+    url = minilm_server.url + "/v1/embeddings"
+    image = {"type": "image_url", "image_url": {"url": png_data_uri()}}
+    r = httpx.post(url, json={"model": str(minilm_path), "input": ["ok", image]}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"].startswith("input[1]")
+    r = httpx.post(url, json={"model": str(minilm_path), "input": "x", "dimensions": 128})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "dimensions"
+
+
+def test_server_stops_cleanly_on_sigint(tiny_bert_path: Path) -> None:
+    server = ServerProcess(["--model", str(tiny_bert_path)])
+    try:
+        server.wait_healthy()
+    finally:
+        code = server.stop()
+    assert code == 0, server.output()
+
+
+def test_missing_model_flag_is_a_usage_error() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLX_EMB_")}
+    r = subprocess.run(
+        [sys.executable, "-m", "app"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 2
+    assert "--model is required" in r.stderr

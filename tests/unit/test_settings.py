@@ -1,0 +1,86 @@
+"""app.settings.load_settings: CLI flag > env MLX_EMB_* > default, and its usage errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from app.settings import ENV_PREFIX, Settings, build_parser, load_settings
+
+
+def test_defaults_with_only_model() -> None:
+    s = load_settings(["--model", "org/m"], env={})
+    assert s.model == "org/m" and s.model_name == "org/m"
+    assert s.host == "127.0.0.1" and s.port == 8888
+    assert s.blas == "auto" and s.cache is True
+    assert s.max_inputs == 2048 and s.max_tokens_per_request == 300_000
+
+
+def test_model_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        load_settings([], env={})
+    assert info.value.code == 2
+    assert "--model is required" in capsys.readouterr().err
+
+
+def test_env_is_used_and_flags_win() -> None:
+    env = {f"{ENV_PREFIX}MODEL": "env/model", f"{ENV_PREFIX}PORT": "9001"}
+    s = load_settings([], env=env)
+    assert s.model == "env/model" and s.port == 9001
+    s = load_settings(["--port", "9002", "--model", "cli/model"], env=env)
+    assert s.model == "cli/model" and s.port == 9002
+
+
+def test_served_model_name_overrides_model_name() -> None:
+    s = load_settings(["--model", "/models/x", "--served-model-name", "org/x"], env={})
+    assert s.model_name == "org/x"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "field", "value"),
+    [
+        (["--no-cache"], {}, "cache", False),
+        ([], {f"{ENV_PREFIX}CACHE": "off"}, "cache", False),
+        (["--cache"], {f"{ENV_PREFIX}CACHE": "0"}, "cache", True),
+        (["--max-wait-ms", "2.5"], {}, "max_wait_ms", 2.5),
+        (
+            [],
+            {f"{ENV_PREFIX}ALLOWED_MEDIA_DOMAINS": "a.com, b.org,"},
+            "allowed_media_domains",
+            ("a.com", "b.org"),
+        ),
+        (["--data-dir", "/tmp/x"], {}, "data_dir", Path("/tmp/x")),
+        (["--blas", "off"], {}, "blas", "off"),
+        (["--query-prefix", "Query: "], {}, "query_prefix", "Query: "),
+    ],
+)
+def test_conversions(argv, env, field, value) -> None:
+    s = load_settings(["--model", "m", *argv], env=env)
+    assert getattr(s, field) == value
+
+
+def test_bad_env_value_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        load_settings(["--model", "m"], env={f"{ENV_PREFIX}PORT": "eighty"})
+    assert f"{ENV_PREFIX}PORT" in capsys.readouterr().err
+
+
+def test_bad_dtype_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit):
+        load_settings(["--model", "m", "--dtype", "int4"], env={})
+
+
+def test_settings_are_frozen() -> None:
+    s = load_settings(["--model", "m"], env={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.port = 1  # type: ignore[misc]
+
+
+def test_every_field_has_a_flag_with_help_naming_its_env_var() -> None:
+    parser = build_parser()
+    text = parser.format_help()
+    for f in dataclasses.fields(Settings):
+        assert "--" + f.name.replace("_", "-") in text
+        assert ENV_PREFIX + f.name.upper() in text

@@ -19,11 +19,14 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "mlx-embeddings-serve
     # Must run before anything imports mlx (app.engine does).
     preload_openblas(settings)
 
+    from app.backends import Backends
     from app.engine import load_engine
     from app.server import create_app
 
+    # Redis first, from the main thread (an embedded redis-server dies with this process).
+    backends = Backends.start(settings)
     engine = load_engine(settings)
-    app = create_app(settings, engine)
+    app = create_app(settings, engine, backends=backends)
     log.info(
         "serving %s (from %s) on http://%s:%d/v1 - the model loads in the background; "
         "GET /health answers 200 once it is ready",
@@ -33,11 +36,14 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "mlx-embeddings-serve
         settings.port,
     )
     # One process: multi-worker mode would load the model once per worker.
-    app.run(
-        host=settings.host,
-        port=settings.port,
-        single_process=True,
-        access_log=settings.log_level.lower() == "debug",
-        motd=False,
-    )
+    try:
+        app.run(
+            host=settings.host,
+            port=settings.port,
+            single_process=True,
+            access_log=settings.log_level.lower() == "debug",
+            motd=False,
+        )
+    finally:
+        backends.stop_redis()
     return 0

@@ -42,13 +42,9 @@ import redis.asyncio
 
 from app.cache import (
     KEY_PREFIX,
-    CachePolicy,
-    EmbeddingCache,
     decode_embedding,
-    item_key,
-    modality,
 )
-from app.engine.base import Embedding, EngineInput, Prepared
+from app.engine.base import Embedding, Prepared
 from app.errors import (
     ApiError,
     JobFailed,
@@ -789,113 +785,3 @@ def _failure(st: JobStatus) -> JobFailed:
     exc = JobFailed(f"job {st.id} failed: {err.get('message', '')}", err.get("param"))
     exc.cause = rebuild_error(body)  # type: ignore[attr-defined]
     return exc
-
-
-# ---- the dispatcher ------------------------------------------------------------------------
-@dataclass
-class Embedded:
-    embeddings: list[Embedding]
-    cached: int = 0
-    computed: int = 0
-    job_id: str | None = None
-
-
-def default_prompt_role(item: EngineInput) -> str:
-    return "document" if modality(item) == "image" else "query"
-
-
-async def embed_inputs(
-    inputs: Sequence[EngineInput],
-    *,
-    engine: Any,
-    settings: Settings,
-    cache: EmbeddingCache | None = None,
-    jobs: JobStore | None = None,
-    policy: CachePolicy | None = None,
-    prompt_roles: Sequence[str] | None = None,
-    options: Mapping[str, Any] | None = None,
-    truncate: bool = False,
-    request_meta: Mapping[str, Any] | None = None,
-) -> Embedded:
-    """Embed a request's inputs: cache lookup per item, compute only the misses — inline, or
-    as a job (waited for) when they are many images — and store the new vectors.
-
-    ``options`` are folded into the cache key: pass everything that changes the engine's
-    output. Errors from an item carry ``param="input[i]"``."""
-    policy = policy or CachePolicy()
-    n = len(inputs)
-    use_cache = cache is not None and cache.enabled and (policy.read or policy.write)
-    fingerprint = engine.info.fingerprint
-    roles = prompt_roles or [default_prompt_role(x) for x in inputs]
-    keys: list[str | None] = [None] * n
-    if use_cache:
-        opts = {**(options or {}), "truncate": truncate}
-        keys = [
-            item_key(fingerprint, x, prompt_role=roles[i], options=opts)
-            for i, x in enumerate(inputs)
-        ]  # noqa: E501
-    found: list[Embedding | None] = [None] * n
-    if use_cache and policy.read:
-        assert cache is not None
-        found = await cache.get_many(keys)
-    miss = [i for i in range(n) if found[i] is None]
-    out: Embedded = Embedded(embeddings=[], cached=n - len(miss), computed=len(miss))
-    if miss:
-        with engine.incoming(len(miss)):
-            prepared = await asyncio.to_thread(_prepare_all, engine, inputs, miss, truncate)
-        computed: list[Embedding] | None = None
-        if jobs is not None and should_queue(prepared, settings):
-            write_keys = keys if (use_cache and policy.write) else [None] * n
-            computed, out.job_id = await _via_job(jobs, inputs, miss, write_keys, request_meta,
-                                                  truncate)  # fmt: skip
-        if computed is None:
-            computed = await engine.embed(prepared)
-            if use_cache and policy.write:
-                assert cache is not None
-                await cache.set_many({keys[i]: e for i, e in zip(miss, computed, strict=True)})  # type: ignore[misc]
-        for i, emb in zip(miss, computed, strict=True):
-            found[i] = emb
-    out.embeddings = found  # type: ignore[assignment]
-    return out
-
-
-def _prepare_all(engine: Any, inputs: Sequence[EngineInput], idx: Sequence[int], truncate: bool):
-    out = []
-    for i in idx:
-        try:
-            out.append(engine.prepare(inputs[i], truncate=truncate))
-        except ApiError as exc:
-            if exc.param is None or exc.param == "input":
-                exc.with_param(f"input[{i}]")
-            raise
-    return out
-
-
-async def _via_job(
-    jobs: JobStore,
-    inputs: Sequence[EngineInput],
-    miss: Sequence[int],
-    keys: Sequence[str | None],
-    request_meta: Mapping[str, Any] | None,
-    truncate: bool,
-) -> tuple[list[Embedding] | None, str | None]:
-    """Run the misses as a job and wait; ``(None, None)`` when the queue is down (then the
-    caller computes inline)."""
-    items = [JobItem(inputs[i], keys[i], index=i) for i in miss]
-    try:
-        st = await jobs.submit(items, {**(request_meta or {}), "sync": True}, truncate=truncate)
-    except QueueUnavailable as exc:
-        if not jobs.down_logged:
-            log.warning("job queue unavailable (%s); computing large requests inline", exc.message)
-            jobs.down_logged = True
-        return None, None
-    jobs.down_logged = False
-    try:
-        return await jobs.wait(st.id), st.id
-    except JobFailed as exc:
-        raise getattr(exc, "cause", exc) from None
-    except asyncio.CancelledError:
-        # The client went away: stop the job's remaining chunks.
-        with contextlib.suppress(Exception):
-            await asyncio.shield(jobs.cancel(st.id))
-        raise

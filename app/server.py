@@ -28,6 +28,7 @@ from app.service import EmbeddingService
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from app.backends import Backends
     from app.engine.runner import Engine
     from app.service import InputResolverLike
 
@@ -116,12 +117,15 @@ def create_app(
     engine: Engine,
     *,
     resolver: InputResolverLike | None = None,
+    backends: Backends | None = None,
     name: str | None = None,
 ) -> Sanic:
     """The application serving ``engine`` (already started; it may still be loading).
 
     ``resolver``: the InputResolver (default: one built from ``settings``); it and the engine
-    are closed when the server stops."""
+    are closed when the server stops. ``backends``: Redis cache, job store and local worker
+    (``app.backends.Backends.start``); without them the server computes everything inline and
+    has no jobs API."""
     if resolver is None:
         from app.inputs import InputResolver
 
@@ -139,17 +143,28 @@ def create_app(
     app.ctx.settings = settings
     app.ctx.engine = engine
     app.ctx.resolver = resolver
-    app.ctx.service = EmbeddingService(settings, engine, resolver)
+    app.ctx.backends = backends
+    app.ctx.service = EmbeddingService(settings, engine, resolver, backends)
     app.ctx.created = int(time.time())
     app.ctx.health_probes = []
+    if backends is not None:
+        app.ctx.health_probes.append(backends.health)
 
     register_routes(app)
 
+    async def start_backends(app: Sanic, _loop: Any = None) -> None:
+        if backends is not None:
+            await backends.attach(engine)
+
     async def close_resources(app: Sanic, _loop: Any = None) -> None:
         try:
+            if backends is not None:
+                await backends.close()
             await resolver.aclose()
         finally:
             await asyncio.to_thread(engine.close)
+
+    app.register_listener(start_backends, "after_server_start")
 
     app.register_listener(close_resources, "after_server_stop")
     return app

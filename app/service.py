@@ -1,40 +1,46 @@
-"""The embeddings use case, independent of HTTP: check the model, resolve inputs, prepare,
-compute, and build the OpenAI response body.
-
-``_compute`` is the seam for the Redis cache (look items up before compute, store after) and the
-RQ queue (dispatch big image batches to workers).
-"""
+"""The embeddings use case, independent of HTTP: check the model, resolve inputs, look them up in
+the cache, compute the misses (inline or as a job), and build the OpenAI response body. Also the
+async jobs API: submit (everything validated first), status, result, cancel."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from app.cache import CachePolicy
+from app.dispatch import cache_keys, check_request_tokens, embed_inputs, prepare_items
 from app.encoding import apply_dimensions, check_dimensions, embedding_item, floats_in
-from app.engine.base import Embedding, ModelInfo, Prepared
-from app.errors import ApiError, InternalError, InvalidRequest, ModelNotFound, ModelNotReady
+from app.engine.base import Embedding, ModelInfo
+from app.errors import (
+    InternalError,
+    InvalidRequest,
+    ModelNotFound,
+    ModelNotReady,
+    QueueUnavailable,
+)
+from app.job_items import JobItem
 from app.protocol import EmbeddingRequest
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from app.backends import Backends
     from app.engine.runner import Engine
     from app.inputs import ResolvedItem
+    from app.jobs import JobStore
 
 log = logging.getLogger(__name__)
 
 # Responses holding more floats than this are serialised off the event loop.
 INLINE_SERIALISE_FLOATS = 200_000
 
-# X-Cache values
-CACHE_OFF = "OFF"  # no cache configured
-CACHE_BYPASS = "BYPASS"  # the client asked not to use it
-CACHE_MISS = "MISS"
-CACHE_HIT = "HIT"
-CACHE_PARTIAL = "PARTIAL"
+# X-Cache values (hit / miss / partial come from dispatch.Embedded.cache_status)
+CACHE_OFF = "off"  # no cache configured (--no-cache, or no Redis)
+CACHE_BYPASS = "bypass"  # the client asked not to read it (Cache-Control: no-cache/no-store)
 
 
 class InputResolverLike(Protocol):
@@ -47,20 +53,32 @@ class InputResolverLike(Protocol):
 
 @dataclass
 class EmbeddingResult:
-    """What ``EmbeddingService.embed`` returns: the response body (numpy arrays in it are
-    serialised by ``app.encoding.dumps``) plus the X-Cache status."""
+    """The response body (numpy arrays in it are serialised by ``app.encoding.dumps``) plus the
+    X-Cache status."""
 
     body: dict[str, Any]
     cache: str = CACHE_OFF
     n_floats: int = 0
+    job_id: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
+# (input_index, page) of each output item: what the response needs beyond the vectors.
+Origin = tuple[int, int | None]
+
+
 class EmbeddingService:
-    def __init__(self, settings: Settings, engine: Engine, resolver: InputResolverLike) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        resolver: InputResolverLike,
+        backends: Backends | None = None,
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.resolver = resolver
+        self.backends = backends
 
     @property
     def model_name(self) -> str:
@@ -87,70 +105,121 @@ class EmbeddingService:
                 self.resolver.max_image_pixels_for_model = int(max_pixels)
         return info
 
-    async def embed(self, req: EmbeddingRequest, *, no_cache: bool = False) -> EmbeddingResult:
+    def cache_policy(self, cache_control: str | None) -> CachePolicy:
+        enabled = self.settings.cache and self.backends is not None
+        return CachePolicy.from_request(cache_control, enabled=enabled)
+
+    async def _resolve(self, req: EmbeddingRequest) -> tuple[ModelInfo, list[ResolvedItem]]:
         self.check_model(req.model)
         info = self.model_info()
         check_dimensions(req.dimensions, info)
         items = await self.resolver.resolve(req.input)
         if not items:  # the resolver rejects empty input; keep the invariant here too
             raise InvalidRequest("input: must not be empty", param="input")
-        prepared = await self._prepare(items, truncate=req.truncate)
-        embeddings, cache = await self._compute(prepared, items, no_cache=no_cache)
-        if len(embeddings) != len(items):
+        return info, items
+
+    # ---- POST /v1/embeddings ----------------------------------------------------------------
+    async def embed(
+        self, req: EmbeddingRequest, *, cache_control: str | None = None
+    ) -> EmbeddingResult:
+        info, items = await self._resolve(req)
+        policy = self.cache_policy(cache_control)
+        backends = self.backends
+        embedded = await embed_inputs(
+            [r.item for r in items],
+            engine=self.engine,
+            settings=self.settings,
+            cache=backends.cache if backends is not None else None,
+            jobs=backends.jobs if backends is not None else None,
+            policy=policy,
+            truncate=req.truncate,
+            params=[r.param for r in items],
+            request_meta={"model": self.model_name},
+        )
+        if len(embedded.embeddings) != len(items):
             raise InternalError(
-                f"the model returned {len(embeddings)} embeddings for {len(items)} inputs"
+                f"the model returned {len(embedded.embeddings)} embeddings for {len(items)} inputs"
             )
-        return self._result(req, info, items, embeddings, cache)
+        if not (self.settings.cache and backends is not None):
+            cache = CACHE_OFF
+        elif not policy.read:
+            cache = CACHE_BYPASS
+        else:
+            cache = embedded.cache_status
+        origins = [(r.input_index, r.page) for r in items]
+        result = self._result(req.encoding_format, req.dimensions, origins, embedded.embeddings)
+        result.cache, result.job_id = cache, embedded.job_id
+        return result
 
-    # ---- steps -------------------------------------------------------------------------------
-    async def _prepare(self, items: list[ResolvedItem], *, truncate: bool) -> list[Prepared]:
-        """Tokenise / preprocess every item off the event loop, then check the request cap.
+    # ---- the async jobs API -----------------------------------------------------------------
+    async def submit_job(
+        self, req: EmbeddingRequest, *, cache_control: str | None = None
+    ) -> dict[str, Any]:
+        """Validate every item (resolve, fetch, decode, tokenise, limits) before anything is
+        queued, then queue the whole request as one job."""
+        info, items = await self._resolve(req)
+        jobs = self._jobs()
+        inputs = [r.item for r in items]
+        prepared = await asyncio.to_thread(
+            prepare_items, self.engine, inputs, [r.param for r in items], req.truncate
+        )
+        check_request_tokens(sum(p.n_tokens for p in prepared), self.settings)
+        policy = self.cache_policy(cache_control)
+        keys: Sequence[str | None] = [None] * len(inputs)
+        if policy.write:
+            keys = cache_keys(info.fingerprint, inputs, truncate=req.truncate)
+        meta = {
+            "encoding_format": req.encoding_format,
+            "dimensions": req.dimensions,
+            "origins": [[r.input_index, r.page] for r in items],
+            "cache_read": policy.read,
+        }
+        job_items = [JobItem(x, keys[i], index=i) for i, x in enumerate(inputs)]
+        status = await jobs.submit(job_items, meta, truncate=req.truncate)
+        return status.to_dict()
 
-        The batcher is told these items are coming, so a batch already forming may wait for
-        them (only for ``max_wait_ms``, and only while they are announced)."""
-        with self.engine.incoming(len(items)):
-            prepared = await asyncio.to_thread(self._prepare_all, items, truncate)
-        total = sum(p.n_tokens for p in prepared)
-        limit = self.settings.max_tokens_per_request
-        if total > limit:
+    async def job_status(self, job_id: str) -> dict[str, Any]:
+        return (await self._jobs().status(job_id)).to_dict()
+
+    async def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return (await self._jobs().cancel(job_id)).to_dict()
+
+    async def job_result(self, job_id: str, encoding_format: str | None) -> EmbeddingResult:
+        jobs = self._jobs()
+        embeddings = await jobs.result(job_id)
+        meta = (await jobs.status(job_id)).request_meta
+        fmt = encoding_format or meta.get("encoding_format", "float")
+        if fmt not in ("float", "base64"):
             raise InvalidRequest(
-                f"input: the request holds {total} tokens, more than the limit of {limit} "
-                "tokens per request (--max-tokens-per-request); split it",
-                param="input",
+                f"encoding_format must be 'float' or 'base64', not {fmt!r}", "encoding_format"
             )
-        return prepared
+        origins = [(int(i), p) for i, p in meta.get("origins", [])] or [
+            (i, None) for i in range(len(embeddings))
+        ]
+        result = self._result(fmt, meta.get("dimensions"), origins, embeddings)
+        result.job_id = job_id
+        return result
 
-    def _prepare_all(self, items: list[ResolvedItem], truncate: bool) -> list[Prepared]:
-        out = []
-        for resolved in items:
-            try:
-                out.append(self.engine.prepare(resolved.item, truncate=truncate))
-            except ApiError as exc:
-                raise _tie_to(exc, resolved.param) from None
-        return out
+    def _jobs(self) -> JobStore:
+        if self.backends is None:
+            raise QueueUnavailable(
+                "this server runs without Redis, so it has no jobs API",
+                headers={"Retry-After": "60"},
+            )
+        return self.backends.job_store()
 
-    async def _compute(
-        self, prepared: list[Prepared], items: list[ResolvedItem], *, no_cache: bool
-    ) -> tuple[list[Embedding], str]:
-        """Embeddings for ``prepared`` (parallel to ``items``), plus the X-Cache status.
-
-        Seam: the cache looks items up here before compute and stores misses after; big image
-        batches go to the RQ queue from here."""
-        embeddings = await self.engine.embed(prepared)
-        return embeddings, CACHE_BYPASS if no_cache else CACHE_OFF
-
+    # ---- the response ------------------------------------------------------------------------
     def _result(
         self,
-        req: EmbeddingRequest,
-        info: ModelInfo,
-        items: list[ResolvedItem],
-        embeddings: list[Embedding],
-        cache: str,
+        encoding_format: str,
+        dimensions: int | None,
+        origins: Sequence[Origin],
+        embeddings: Sequence[Embedding],
     ) -> EmbeddingResult:
-        vectors = [apply_dimensions(e.vectors, req.dimensions) for e in embeddings]
+        vectors = [apply_dimensions(e.vectors, dimensions) for e in embeddings]
         data = []
-        for index, (resolved, emb, vec) in enumerate(zip(items, embeddings, vectors, strict=True)):
-            data.append(embedding_item(vec, index, req.encoding_format, _extensions(resolved, emb)))
+        for index, (origin, emb, vec) in enumerate(zip(origins, embeddings, vectors, strict=True)):
+            data.append(embedding_item(vec, index, encoding_format, _extensions(origin, emb)))
         tokens = sum(int(e.n_tokens) for e in embeddings)
         body = {
             "object": "list",
@@ -158,22 +227,15 @@ class EmbeddingService:
             "model": self.model_name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
-        return EmbeddingResult(body=body, cache=cache, n_floats=floats_in(vectors))
+        return EmbeddingResult(body=body, n_floats=floats_in(vectors))
 
 
-def _extensions(resolved: ResolvedItem, emb: Embedding) -> dict[str, Any]:
+def _extensions(origin: Origin, emb: Embedding) -> dict[str, Any]:
     ext: dict[str, Any] = {}
-    if resolved.page is not None:
-        ext["input_index"] = resolved.input_index
-        ext["page"] = resolved.page
+    input_index, page = origin
+    if page is not None:
+        ext["input_index"] = input_index
+        ext["page"] = page
     for key, value in emb.extras.items():
         ext[key] = value.tolist() if isinstance(value, np.ndarray) else value
     return ext
-
-
-def _tie_to(exc: ApiError, param: str) -> ApiError:
-    """Point an item's error at its ``input[i]`` and say so at the start of the message."""
-    if not exc.message.startswith(param):
-        exc.message = f"{param}: {exc.message}"
-        exc.args = (exc.message,)
-    return exc.with_param(param)

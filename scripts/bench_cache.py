@@ -29,8 +29,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from app.cache import CachePolicy, EmbeddingCache  # noqa: E402
+from app.dispatch import embed_inputs  # noqa: E402
 from app.engine.base import ImageInput  # noqa: E402
-from app.jobs import embed_inputs  # noqa: E402
 from app.redis_embedded import start_redis  # noqa: E402
 from app.settings import Settings  # noqa: E402
 

@@ -31,7 +31,7 @@ preload_openblas("auto")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from app import jobs  # noqa: E402
+from app import dispatch, jobs  # noqa: E402
 from app.engine.base import ImageInput, TextInput  # noqa: E402
 from app.job_items import JobItem  # noqa: E402
 from app.redis_embedded import start_redis  # noqa: E402
@@ -66,10 +66,10 @@ async def overhead(handle, engine, settings, reps: int) -> None:
     for rep in range(reps + 1):
         batch = images(16, rep)
         t = time.perf_counter()
-        a = await jobs.embed_inputs(batch, engine=engine, settings=settings)
+        a = await dispatch.embed_inputs(batch, engine=engine, settings=settings)
         t_inline = time.perf_counter() - t
         t = time.perf_counter()
-        b = await jobs.embed_inputs(batch, engine=engine, settings=settings, jobs=store)
+        b = await dispatch.embed_inputs(batch, engine=engine, settings=settings, jobs=store)
         t_queued = time.perf_counter() - t
         assert a.job_id is None and b.job_id is not None
         if rep:  # the first round warms up

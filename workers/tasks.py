@@ -14,6 +14,7 @@ from rq import get_current_job
 
 from app import jobs
 from app.cache import SyncEmbeddingCache, encode_embedding
+from app.dispatch import tie_to
 from app.errors import ApiError, InternalError, ModelNotReady, Overloaded
 from app.job_items import decode_items
 from workers import runtime
@@ -63,21 +64,32 @@ def _run(r: redis.Redis, engine: Any, settings: Any, task: jobs.ChunkTask) -> st
         )
     items = decode_items(task.items_blob)
     truncate = bool(task.meta.get("truncate", False))
+    cache = SyncEmbeddingCache(r, ttl=settings.cache_ttl) if settings.cache else None
+    found: list = [None] * len(items)
+    if cache is not None and task.meta.get("cache_read"):
+        found = cache.get_many([it.cache_key for it in items])
+    miss = [i for i, e in enumerate(found) if e is None]
     prepared = []
-    for i, item in enumerate(items):
+    for i in miss:
+        item = items[i]
         try:
             prepared.append(engine.prepare(item.input, truncate=truncate))
         except ApiError as exc:
             index = item.index if item.index is not None else task.offset + i
-            raise exc.with_param(f"input[{index}]") from None
+            raise tie_to(exc, f"input[{index}]") from None
     if not jobs.job_active(r, task.job_id):
         return "cancelled"
-    embeddings = _embed_patiently(engine, prepared, task.timeout)
-    outs = [encode_embedding(e) for e in embeddings]
-    if settings.cache:
-        cache = SyncEmbeddingCache(r, ttl=settings.cache_ttl)
+    computed = _embed_patiently(engine, prepared, task.timeout) if prepared else []
+    for i, emb in zip(miss, computed, strict=True):
+        found[i] = emb
+    outs = [encode_embedding(e) for e in found]
+    if cache is not None:
         cache.set_many(
-            {it.cache_key: e for it, e in zip(items, embeddings, strict=True) if it.cache_key}
+            {
+                items[i].cache_key: e
+                for i, e in zip(miss, computed, strict=True)
+                if items[i].cache_key
+            }
         )
     jobs.finish_chunk(r, task.job_id, task.chunk, task.offset, outs)
     return "done"

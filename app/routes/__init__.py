@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from sanic import Sanic
 
-from app.routes import embeddings, health, models
+from app.routes import embeddings, health, jobs, models
 
 
 def register_routes(app: Sanic) -> None:
     embeddings.register(app)
+    jobs.register(app)
     models.register(app)
     health.register(app)
 

@@ -8,19 +8,26 @@ from sanic import HTTPResponse, Request, Sanic
 
 from app.encoding import dumps
 from app.protocol import parse_embedding_request
-from app.routes.request_body import read_json, wants_no_cache
+from app.routes.request_body import read_json
 from app.service import INLINE_SERIALISE_FLOATS, EmbeddingService
 
 
 async def create_embeddings(request: Request) -> HTTPResponse:
     req = parse_embedding_request(read_json(request))
     service: EmbeddingService = request.app.ctx.service
-    result = await service.embed(req, no_cache=wants_no_cache(request))
-    if result.n_floats > INLINE_SERIALISE_FLOATS:
-        payload = await asyncio.to_thread(dumps, result.body)
+    result = await service.embed(req, cache_control=request.headers.get("cache-control"))
+    return await json_response(result.body, result.n_floats, headers={"X-Cache": result.cache})
+
+
+async def json_response(
+    body: dict, n_floats: int, *, status: int = 200, headers: dict[str, str] | None = None
+) -> HTTPResponse:
+    """Big responses are serialised off the event loop."""
+    if n_floats > INLINE_SERIALISE_FLOATS:
+        payload = await asyncio.to_thread(dumps, body)
     else:
-        payload = dumps(result.body)
-    return HTTPResponse(payload, content_type="application/json", headers={"X-Cache": result.cache})
+        payload = dumps(body)
+    return HTTPResponse(payload, status=status, content_type="application/json", headers=headers)
 
 
 def register(app: Sanic) -> None:

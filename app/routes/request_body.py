@@ -33,9 +33,3 @@ def read_json(request: Request) -> Any:
                 "Content-Type: application/json"
             ) from None
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
-
-
-def wants_no_cache(request: Request) -> bool:
-    """``Cache-Control: no-cache`` / ``no-store`` skips the embedding cache for this request."""
-    value = request.headers.get("cache-control", "").lower()
-    return "no-cache" in value or "no-store" in value

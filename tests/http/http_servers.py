@@ -148,6 +148,7 @@ def serve(
     *,
     engine: Engine | None = None,
     resolver: Any = None,
+    backends: Any = None,
     wait_ready: bool = True,
 ) -> tuple[Served, ServerThread]:
     engine = engine or fake_engine(
@@ -158,6 +159,6 @@ def serve(
     )
     if wait_ready:
         engine.wait_ready(30)
-    app = create_app(settings, engine, resolver=resolver)
+    app = create_app(settings, engine, resolver=resolver, backends=backends)
     thread = ServerThread(app).start()
     return Served(thread.url, settings, engine, adapter, app), thread

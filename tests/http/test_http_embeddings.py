@@ -136,10 +136,11 @@ def test_unknown_fields_and_user_are_ignored_and_unprefixed_path_works(mv_server
     assert r.json()["data"][0]["shape"] == [1, 8]
 
 
-def test_no_cache_request_header(mv_server: Served) -> None:
-    r = post(mv_server, {"model": MV_MODEL, "input": "x"}, headers={"Cache-Control": "no-cache"})
-    assert r.status_code == 200
-    assert r.headers["x-cache"] == "BYPASS"
+def test_without_redis_the_cache_is_off(mv_server: Served) -> None:
+    for headers in ({}, {"Cache-Control": "no-cache"}):
+        r = post(mv_server, {"model": MV_MODEL, "input": "x"}, headers=headers)
+        assert r.status_code == 200
+        assert r.headers["x-cache"] == "off"
 
 
 # ---- pooled ------------------------------------------------------------------------------------

@@ -6,9 +6,11 @@ from __future__ import annotations
 import base64
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,8 +32,12 @@ class ServerProcess:
         sock.close()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLX_EMB_")}
+        self.data_dir = tempfile.mkdtemp(prefix="mlx-emb-test-")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args, "--port", str(self.port), "--no-cache"],
+            [
+                sys.executable, "-m", module, *args, "--port", str(self.port), "--no-cache",
+                "--data-dir", self.data_dir,
+            ],  # fmt: skip
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,
@@ -60,6 +66,7 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
         return self.proc.returncode
 
     def output(self) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app import jobs
+from app import dispatch, jobs
 from app.cache import CachePolicy, EmbeddingCache
 from app.engine.base import ImageInput, TextInput
 from app.errors import JobFailed, QueueUnavailable
@@ -58,20 +58,20 @@ def test_queued_equals_inline_and_cache_serves_bit_identical_vectors(
         cache = EmbeddingCache.from_settings(redis_handle, settings)
         store = jobs.JobStore(redis_handle, settings, engine.info.fingerprint)
         calls = engine.forward_calls
-        queued = await jobs.embed_inputs(images, engine=engine, settings=settings, cache=cache,
+        queued = await dispatch.embed_inputs(images, engine=engine, settings=settings, cache=cache,
                                          jobs=store)  # fmt: skip
         assert queued.job_id is not None and queued.computed == 12
         assert engine.forward_calls == calls  # the worker process computed them
-        inline = await jobs.embed_inputs(images, engine=engine, settings=settings, cache=cache,
+        inline = await dispatch.embed_inputs(images, engine=engine, settings=settings, cache=cache,
                                          policy=CachePolicy(read=False, write=False))  # fmt: skip
         assert inline.job_id is None and engine.forward_calls > calls
         calls = engine.forward_calls
-        hit = await jobs.embed_inputs(images, engine=engine, settings=settings, cache=cache,
+        hit = await dispatch.embed_inputs(images, engine=engine, settings=settings, cache=cache,
                                       jobs=store)  # fmt: skip
         assert hit.cached == 12 and engine.forward_calls == calls  # no forward pass
         items_before = engine.items_computed
         extra = [_image(100), _image(101), TextInput("a query about page 3")]
-        partial = await jobs.embed_inputs(images + extra, engine=engine, settings=settings,
+        partial = await dispatch.embed_inputs(images + extra, engine=engine, settings=settings,
                                           cache=cache, jobs=store)  # fmt: skip
         assert (partial.cached, partial.computed) == (12, 3) and partial.job_id is None
         assert engine.items_computed - items_before == 3
@@ -230,7 +230,7 @@ def test_redis_stopped_cache_is_skipped_and_jobs_are_503(redis_factory, colqwen_
         store = jobs.JobStore(handle, settings, colqwen_engine.info.fingerprint)
         await cache.set_many({})
         handle.stop()
-        out = await jobs.embed_inputs(images, engine=colqwen_engine, settings=settings,
+        out = await dispatch.embed_inputs(images, engine=colqwen_engine, settings=settings,
                                       cache=cache, jobs=store)  # fmt: skip
         assert out.computed == 4 and out.job_id is None  # computed inline, request succeeded
         assert cache.stats.skipped == 4

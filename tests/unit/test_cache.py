@@ -21,8 +21,8 @@ from app.cache import (
     encode_embedding,
     item_key,
 )
+from app.dispatch import embed_inputs
 from app.engine.base import Embedding, ImageInput, TextInput, TokenInput
-from app.jobs import embed_inputs
 from app.settings import Settings
 from workers.testing import fake_engine
 

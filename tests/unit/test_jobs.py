@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from rq import Queue
 
-from app import jobs
+from app import dispatch, jobs
 from app.cache import EmbeddingCache, item_key
 from app.engine.base import ImageInput, Prepared, TextInput, TokenInput
 from app.errors import (
@@ -321,14 +321,14 @@ def test_many_images_go_through_a_job_and_fill_the_cache(handle, engine, worker)
     async def go():
         cache = EmbeddingCache.from_settings(handle, settings)
         store = jobs.JobStore(handle, settings, engine.info.fingerprint)
-        queued = await jobs.embed_inputs(inputs, engine=engine, settings=settings,
+        queued = await dispatch.embed_inputs(inputs, engine=engine, settings=settings,
                                          cache=cache, jobs=store)  # fmt: skip
         assert queued.job_id is not None and queued.computed == 12
         calls = engine.forward_calls
-        again = await jobs.embed_inputs(inputs, engine=engine, settings=settings,
+        again = await dispatch.embed_inputs(inputs, engine=engine, settings=settings,
                                         cache=cache, jobs=store)  # fmt: skip
         assert again.cached == 12 and again.job_id is None and engine.forward_calls == calls
-        few = await jobs.embed_inputs(inputs[:3] + [_image(99)], engine=engine,
+        few = await dispatch.embed_inputs(inputs[:3] + [_image(99)], engine=engine,
                                       settings=settings, cache=cache, jobs=store)  # fmt: skip
         assert few.job_id is None and (few.cached, few.computed) == (3, 1)
         await store.close()

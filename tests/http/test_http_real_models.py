@@ -35,8 +35,15 @@ class ServerProcess:
         self.data_dir = tempfile.mkdtemp(prefix="mlx-emb-test-")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", module, *args, "--port", str(self.port), "--no-cache",
-                "--data-dir", self.data_dir,
+                sys.executable,
+                "-m",
+                module,
+                *args,
+                "--port",
+                str(self.port),
+                "--no-cache",
+                "--data-dir",
+                self.data_dir,
             ],  # fmt: skip
             cwd=REPO,
             env=env,

@@ -32,7 +32,10 @@ class RecordingAdapter:
         time.sleep(self.delay)
         if any("BOOM" in t for t in texts):
             raise ValueError("bad item")
-        return [Embedding(np.full(4, len(t), np.float32), p.n_tokens) for t, p in zip(texts, batch)]
+        return [
+            Embedding(np.full(4, len(t), np.float32), p.n_tokens)
+            for t, p in zip(texts, batch, strict=True)
+        ]
 
 
 def _engine(adapter, **kw) -> Engine:

@@ -63,8 +63,15 @@ class EmbeddingResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-# (input_index, page) of each output item: what the response needs beyond the vectors.
-Origin = tuple[int, int | None]
+# (input_index, page, [width, height] of an image) of each output item: what the response
+# needs beyond the vectors.
+Origin = tuple[int, int | None, list[int] | None]
+
+
+def origin_of(item: ResolvedItem) -> Origin:
+    meta = getattr(item.item, "meta", None) or {}
+    size = [int(meta["width"]), int(meta["height"])] if "width" in meta else None
+    return (item.input_index, item.page, size)
 
 
 class EmbeddingService:
@@ -146,7 +153,7 @@ class EmbeddingService:
             cache = CACHE_BYPASS
         else:
             cache = embedded.cache_status
-        origins = [(r.input_index, r.page) for r in items]
+        origins = [origin_of(r) for r in items]
         result = self._result(req.encoding_format, req.dimensions, origins, embedded.embeddings)
         result.cache, result.job_id = cache, embedded.job_id
         return result
@@ -171,7 +178,7 @@ class EmbeddingService:
         meta = {
             "encoding_format": req.encoding_format,
             "dimensions": req.dimensions,
-            "origins": [[r.input_index, r.page] for r in items],
+            "origins": [list(origin_of(r)) for r in items],
             "cache_read": policy.read,
         }
         job_items = [JobItem(x, keys[i], index=i) for i, x in enumerate(inputs)]
@@ -193,8 +200,8 @@ class EmbeddingService:
             raise InvalidRequest(
                 f"encoding_format must be 'float' or 'base64', not {fmt!r}", "encoding_format"
             )
-        origins = [(int(i), p) for i, p in meta.get("origins", [])] or [
-            (i, None) for i in range(len(embeddings))
+        origins = [(int(i), p, size) for i, p, size in meta.get("origins", [])] or [
+            (i, None, None) for i in range(len(embeddings))
         ]
         result = self._result(fmt, meta.get("dimensions"), origins, embeddings)
         result.job_id = job_id
@@ -232,10 +239,12 @@ class EmbeddingService:
 
 def _extensions(origin: Origin, emb: Embedding) -> dict[str, Any]:
     ext: dict[str, Any] = {}
-    input_index, page = origin
+    input_index, page, size = origin
     if page is not None:
         ext["input_index"] = input_index
         ext["page"] = page
+    if size is not None:
+        ext["image_size"] = size
     for key, value in emb.extras.items():
         ext[key] = value.tolist() if isinstance(value, np.ndarray) else value
     return ext

@@ -113,6 +113,10 @@ class ModelLimits(BaseModel):
     max_tokens_per_request: int
     max_body_bytes: int
     max_batch_size: int
+    media_max_bytes: int | None = None
+    max_image_pixels: int | None = None
+    max_pdf_pages: int | None = None
+    media_timeout_s: float | None = None
 
 
 class ModelCard(BaseModel):
@@ -132,6 +136,7 @@ class ModelCard(BaseModel):
     max_tokens: int | None = None
     dtype: str | None = None
     limits: ModelLimits | None = None
+    image: dict[str, int] | None = None  # min_pixels, max_pixels, max_image_tokens
 
 
 class ModelList(BaseModel):

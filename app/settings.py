@@ -77,7 +77,8 @@ class Settings:
     )
     cache: bool = _opt("Cache embeddings in Redis by content hash (--no-cache).", default=True)
     cache_ttl: int = _opt(
-        "Seconds a cached embedding lives (0 = no expiry).", default=7 * 24 * 3600
+        "Seconds a cached embedding lives (0 = ten years; entries stay evictable).",
+        default=7 * 24 * 3600,
     )
     queue_threshold: int = _opt(
         "Requests with more uncached images than this become an RQ job.", default=8

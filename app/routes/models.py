@@ -37,8 +37,18 @@ def model_card(settings: Settings, engine: Engine, created: int) -> dict[str, An
                 "max_tokens_per_request": settings.max_tokens_per_request,
                 "max_body_bytes": settings.max_body_bytes,
                 "max_batch_size": settings.max_batch_size,
+                "media_max_bytes": settings.media_max_bytes,
+                "max_image_pixels": settings.max_image_pixels,
+                "max_pdf_pages": settings.max_pdf_pages,
+                "media_timeout_s": settings.media_timeout,
             },
         )
+        if "image" in info.modalities:
+            card["image"] = {
+                k: info.extra[k]
+                for k in ("min_pixels", "max_pixels", "max_image_tokens")
+                if k in info.extra
+            }
     return card
 
 

@@ -14,9 +14,9 @@ import logging
 from typing import Any
 
 from app.cache import EmbeddingCache
-from app.errors import ModelNotReady, QueueUnavailable
+from app.errors import ModelNotReady
 from app.jobs import JobStore, live_workers
-from app.redis_embedded import RedisHandle, start_redis
+from app.redis_embedded import RedisHandle, mask_url, start_redis
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,11 +30,12 @@ class Backends:
         self.jobs: JobStore | None = None
         self.local_worker: Any = None
         self._waiter: asyncio.Task | None = None
+        self._health_client: Any = None
 
     @classmethod
     def start(cls, settings: Settings) -> Backends:
         handle = start_redis(settings)
-        log.info("redis: %s (%s)", handle.kind, _mask(handle.url))
+        log.info("redis: %s (%s)", handle.kind, mask_url(handle.url))
         return cls(settings, handle)
 
     # ---- lifecycle (inside the server's event loop) ----------------------------------------------
@@ -87,8 +88,11 @@ class Backends:
         unhealthy: inline requests still work (uncached)."""
         info: dict[str, Any] = {"redis": {"kind": self.handle.kind, "status": "ok"}}
         try:
-            client = self.jobs.sync if self.jobs is not None else self.handle.sync_client()
-            workers = await asyncio.to_thread(_workers_for, client, self.settings.queue_name)
+            if self._health_client is None:
+                self._health_client = self.handle.sync_client(socket_timeout=2.0)
+            workers = await asyncio.to_thread(
+                _workers_for, self._health_client, self.settings.queue_name
+            )
             info["workers"] = {"queue": self.settings.queue_name, "alive": workers}
         except Exception as exc:
             info["redis"]["status"] = f"unreachable: {type(exc).__name__}"
@@ -101,13 +105,3 @@ class Backends:
 def _workers_for(client: Any, queue: str) -> int:
     client.ping()
     return len(live_workers(client, queue))
-
-
-def _mask(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
-
-
-__all__ = ["Backends", "QueueUnavailable"]

@@ -113,6 +113,14 @@ class RedisHandle:
 
 
 # ---- public entry point --------------------------------------------------------------------
+def mask_url(url: str) -> str:
+    """The URL with any password hidden, for logs."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
 def start_redis(settings: Settings, *, watcher: Literal["auto", "pdeathsig", "pipe"] = "auto"):
     """Connect to ``--redis-url``, or start the embedded redis-server, or fall back to fakeredis."""
     if settings.redis_url:

@@ -15,7 +15,7 @@ from typing import Any
 
 from rq import Queue, SimpleWorker
 
-from app.redis_embedded import RedisHandle, embedded_url
+from app.redis_embedded import RedisHandle, embedded_url, mask_url
 from app.settings import Settings, load_settings
 from workers import runtime
 from workers.local import worker_name
@@ -67,7 +67,7 @@ def run_worker(
     info = engine.info
     log.info(
         "worker %s: model %s (fingerprint %s), queue %r, redis %s",
-        name, settings.model_name, info.fingerprint, settings.queue_name, _mask(redis_url),
+        name, settings.model_name, info.fingerprint, settings.queue_name, mask_url(redis_url),
     )  # fmt: skip
     presence = Presence(
         handle.sync_client(), name, settings.queue_name, settings.model_name,
@@ -77,13 +77,6 @@ def run_worker(
         return worker.work(burst=burst, logging_level=settings.log_level.upper())
     finally:
         presence.stop()
-
-
-def _mask(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
 
 
 def main(argv: Sequence[str] | None = None) -> int:

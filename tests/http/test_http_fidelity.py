@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_http_real_models import ServerProcess
+from server_process import ServerProcess
 
 GOLDENS = Path(__file__).resolve().parents[1] / "goldens"
 INDEX = json.loads((GOLDENS / "colqwen_reference.json").read_text())

@@ -6,85 +6,19 @@ from __future__ import annotations
 import base64
 import io
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from http_servers import free_socket
 from PIL import Image
+from server_process import ServerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 COLQWEN_NAME = "tiny/colqwen2.5"
-
-
-class ServerProcess:
-    def __init__(self, args: list[str], module: str = "app") -> None:
-        sock = free_socket()
-        self.port = sock.getsockname()[1]
-        sock.close()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLX_EMB_")}
-        self.data_dir = tempfile.mkdtemp(prefix="mlx-emb-test-")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                module,
-                *args,
-                "--port",
-                str(self.port),
-                "--no-cache",
-                "--data-dir",
-                self.data_dir,
-            ],  # fmt: skip
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def wait_healthy(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.output()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"server not healthy in {timeout}s")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-        return self.proc.returncode
-
-    def output(self) -> str:
-        if self.proc.poll() is None:
-            return "(running)"
-        return self.proc.stdout.read() if self.proc.stdout else ""
-
-    def openai(self):
-        from openai import OpenAI
-
-        return OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0, timeout=120)
 
 
 @pytest.fixture(scope="module")

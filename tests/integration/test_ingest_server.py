@@ -4,13 +4,9 @@ sample pages and a 2-page PDF into an embedded local Qdrant with ``mlx-embedding
 from __future__ import annotations
 
 import base64
-import os
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from qdrant_client import QdrantClient
+from server_process import ServerProcess
 
 from app.ingest import cli
 from app.ingest.client import EmbeddingsClient
@@ -48,44 +45,15 @@ class Server:
     model: str
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_colqwen_path: Path) -> Iterator[Server]:
-    data_dir = Path(tempfile.mkdtemp(prefix="mlxing", dir="/tmp"))  # short: a unix socket
-    port = _free_port()
-    cmd = [sys.executable, "-m", "app", "--model", str(tiny_colqwen_path), "--port", str(port)]
-    cmd += ["--data-dir", str(data_dir), "--log-level", "warning"]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    proc = ServerProcess(["--model", str(tiny_colqwen_path), "--log-level", "warning"])
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited with {proc.returncode}")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the server did not become healthy in 120 s")
-            time.sleep(0.2)
-        model = httpx.get(url + "/v1/models").json()["data"][0]["id"]
-        yield Server(url, model)
+        proc.wait_healthy(120)
+        model = httpx.get(proc.url + "/v1/models").json()["data"][0]["id"]
+        yield Server(proc.url, model)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        proc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,92 @@
+"""The whole program as a user runs it: the server command with its embedded redis-server and
+in-process worker, a second `mlx-embeddings-worker` process, and a restart on the same data dir."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from server_process import REPO, ServerProcess
+
+pytestmark = pytest.mark.slow
+
+
+def _pages(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        im = Image.fromarray((rng.random((90, 120, 3)) * 255).astype("uint8"))
+        buf = io.BytesIO()
+        im.save(buf, "PNG")
+        out.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+    return out
+
+
+def _wait_done(url: str, job_id: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = httpx.get(f"{url}/v1/embeddings/jobs/{job_id}").json()
+        if st["status"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
+            return st
+        time.sleep(0.1)
+
+
+def test_results_survive_a_restart_and_a_second_worker_joins(tiny_colqwen_path: Path) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="mlxrs", dir="/tmp"))
+    model = ["--model", str(tiny_colqwen_path), "--served-model-name", "tiny"]
+    server = ServerProcess(model, data_dir=data_dir).wait_healthy()
+    worker = None
+    try:
+        # a second terminal: a dedicated worker joins the embedded Redis by data dir alone
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", *model, "--data-dir", str(data_dir)],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while httpx.get(server.url + "/health").json()["workers"]["alive"] < 2:
+            assert time.monotonic() < deadline, "the second worker never registered"
+            time.sleep(0.2)
+
+        pages = _pages(12, 0)
+        job = httpx.post(
+            server.url + "/v1/embeddings/jobs", json={"model": "tiny", "input": pages}
+        ).json()
+        assert _wait_done(server.url, job["id"])["status"] == "succeeded"
+        before = httpx.get(f"{server.url}/v1/embeddings/jobs/{job['id']}/result").json()
+        inline = httpx.post(
+            server.url + "/v1/embeddings",
+            json={"model": "tiny", "input": pages[:2]},
+            headers={"Cache-Control": "no-store"},
+        ).json()
+        for a, b in zip(before["data"][:2], inline["data"], strict=True):
+            np.testing.assert_allclose(a["embedding"], b["embedding"], atol=1e-5)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(20)
+        assert server.stop() == 0
+
+    again = ServerProcess(model, data_dir=data_dir).wait_healthy()
+    try:
+        after = httpx.get(f"{again.url}/v1/embeddings/jobs/{job['id']}/result").json()
+        assert after == before
+        # the cache survived too: the same pages are all hits
+        r = httpx.post(again.url + "/v1/embeddings", json={"model": "tiny", "input": pages[:4]})
+        assert r.headers["x-cache"] == "hit"
+    finally:
+        again.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)

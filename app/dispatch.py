@@ -86,21 +86,28 @@ async def embed_inputs(
     miss = [i for i in range(n) if found[i] is None]
     out = Embedded(embeddings=[], cached=n - len(miss), computed=len(miss))
     if miss:
-        with engine.incoming(len(miss)):
+        with engine.incoming(len(miss)) as announced:
             prepared = await asyncio.to_thread(
                 prepare_items, engine, [inputs[i] for i in miss], [params[i] for i in miss],
                 truncate,
             )  # fmt: skip
-        tokens = sum(p.n_tokens for p in prepared) + sum(e.n_tokens for e in found if e)
-        check_request_tokens(tokens, settings)
+            tokens = sum(p.n_tokens for p in prepared) + sum(e.n_tokens for e in found if e)
+            check_request_tokens(tokens, settings)
+            queued = jobs is not None and should_queue(prepared, settings)
+            # inline: queue the items and withdraw the announcement in one step
+            pending = None if queued else engine.submit(prepared, announced=announced)
         computed: list[Embedding] | None = None
-        if jobs is not None and should_queue(prepared, settings):
+        if queued:
+            assert jobs is not None
             write_keys = keys if (use_cache and policy.write) else [None] * n
             computed, out.job_id = await _via_job(
                 jobs, inputs, miss, write_keys, request_meta, truncate
             )
+            if computed is None:  # the queue is down: compute inline
+                pending = engine.submit(prepared)
         if computed is None:
-            computed = await engine.embed(prepared)
+            assert pending is not None
+            computed = await engine.wait(pending)
             if use_cache and policy.write:
                 assert cache is not None
                 await cache.set_many(

@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class Announcement:
+    n: int
+
+
+@dataclass
 class _Request:
     items: list[Prepared]
     future: Future
@@ -100,18 +105,21 @@ class Engine:
         return self.adapter.prepare(item, truncate=truncate)
 
     @contextlib.contextmanager
-    def incoming(self, n: int) -> Iterator[None]:
-        """Announce ``n`` items being prepared, so a running batch may wait for them."""
+    def incoming(self, n: int) -> Iterator[Announcement]:
+        """Announce ``n`` items being prepared, so a running batch may wait for them. Hand the
+        announcement to ``submit`` to withdraw it in the same step as the items are queued."""
+        announcement = Announcement(n)
         with self._cv:
             self._incoming += n
         try:
-            yield
+            yield announcement
         finally:
             with self._cv:
-                self._incoming -= n
+                self._incoming -= announcement.n
+                announcement.n = 0
                 self._cv.notify_all()
 
-    def submit(self, items: list[Prepared]) -> Future:
+    def submit(self, items: list[Prepared], announced: Announcement | None = None) -> Future:
         fut: Future = Future()
         if not items:
             fut.set_result([])
@@ -131,11 +139,17 @@ class Engine:
                 )
             self._queue.append(req)
             self._queued_items += len(items)
+            if announced is not None:
+                self._incoming -= announced.n
+                announced.n = 0
             self._cv.notify_all()
         return fut
 
     async def embed(self, items: list[Prepared]) -> list[Embedding]:
-        fut = self.submit(items)
+        return await self.wait(self.submit(items))
+
+    async def wait(self, fut: Future) -> list[Embedding]:
+        """Await a submitted request; if the caller goes away, its items are dropped."""
         try:
             return await asyncio.wrap_future(fut)
         except asyncio.CancelledError:

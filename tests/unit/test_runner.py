@@ -152,3 +152,22 @@ def test_waits_for_announced_items_only() -> None:
         assert adapter.batches == [["early", "late"]]
     finally:
         engine.close()
+
+
+def test_submitting_with_the_announcement_withdraws_it_at_once() -> None:
+    adapter = RecordingAdapter()
+    engine = _engine(adapter, max_batch_size=8, max_wait_ms=2000)
+    try:
+        with engine.incoming(1) as announced:
+            t0 = time.perf_counter()
+            early = engine.submit(_prep(engine, "early"))
+            time.sleep(0.05)  # the MLX thread holds "early", waiting for the announced item
+            late = engine.submit(_prep(engine, "late"), announced=announced)
+            late.result(5), early.result(5)
+            elapsed = time.perf_counter() - t0
+            time.sleep(0.05)  # still inside the context: nothing waits for it any more
+        assert adapter.batches == [["early", "late"]]
+        assert elapsed < 1.0  # far below the 2 s window
+        assert engine._incoming == 0
+    finally:
+        engine.close()

@@ -32,7 +32,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -348,40 +348,58 @@ class ChunkTask:
     fingerprint: str = ""
 
 
-def start_chunk(r: redis.Redis, job_id: str, chunk: int, attempt: int, worker: str):
-    """Claim a chunk for this attempt. ``None`` when there is nothing to do (job gone, finished
-    or cancelled, chunk done, or this attempt superseded by a retry)."""
+def _chunk_transaction(
+    r: redis.Redis,
+    job_id: str,
+    chunk: int,
+    accept: Callable[[dict], bool],
+    write: Callable[[Any, Mapping[bytes, bytes], dict], None],
+) -> tuple[Mapping[bytes, bytes], Any] | None:
+    """An optimistic transaction on an active job and one of its chunks: ``accept(chunk_state)``
+    decides whether to go on; ``write(pipe, job_hash, chunk_state)`` queues the writes. Returns
+    the job hash and the last command's result, or None when the job or chunk is not (or no
+    longer) to be touched."""
     key, ckey = job_key(job_id), job_key(job_id, "chunks")
     with r.pipeline() as pipe:
         while True:
             try:
                 pipe.watch(key, ckey)
                 h = pipe.hgetall(key)
-                status = _s(h.get(b"status"))
                 raw = pipe.hget(ckey, str(chunk))
-                if status not in ACTIVE or raw is None:
+                if _s(h.get(b"status")) not in ACTIVE or raw is None:
                     pipe.unwatch()
                     return None
                 st = orjson.loads(raw)
-                if st.get("a") != attempt or st.get("s") == "done":
+                if not accept(st):
                     pipe.unwatch()
                     return None
-                now = time.time()
                 pipe.multi()
-                pipe.hset(
-                    ckey, str(chunk), orjson.dumps({"a": attempt, "s": "running", "w": worker})
-                )
-                pipe.hset(job_key(job_id, "beats"), str(chunk), repr(now))
-                pipe.hset(key, "last_progress", repr(now))
-                if status == "queued":
-                    pipe.hset(key, mapping={"status": "running", "started_at": repr(now)})
-                pipe.hget(job_key(job_id, "in"), str(chunk))
-                blob = pipe.execute()[-1]
-                break
+                write(pipe, h, st)
+                return h, pipe.execute()[-1]
             except redis.WatchError:
                 continue
-    if blob is None:
+
+
+def start_chunk(r: redis.Redis, job_id: str, chunk: int, attempt: int, worker: str):
+    """Claim a chunk for this attempt. ``None`` when there is nothing to do (job gone, finished
+    or cancelled, chunk done, or this attempt superseded by a retry)."""
+    key, ckey = job_key(job_id), job_key(job_id, "chunks")
+
+    def write(pipe: Any, h: Mapping[bytes, bytes], st: dict) -> None:
+        now = time.time()
+        pipe.hset(ckey, str(chunk), orjson.dumps({"a": attempt, "s": "running", "w": worker}))
+        pipe.hset(job_key(job_id, "beats"), str(chunk), repr(now))
+        pipe.hset(key, "last_progress", repr(now))
+        if _s(h.get(b"status")) == "queued":
+            pipe.hset(key, mapping={"status": "running", "started_at": repr(now)})
+        pipe.hget(job_key(job_id, "in"), str(chunk))
+
+    done = _chunk_transaction(
+        r, job_id, chunk, lambda st: st.get("a") == attempt and st.get("s") != "done", write
+    )
+    if done is None or done[1] is None:
         return None
+    h, blob = done
     meta = _s(h.get(b"meta"))
     return ChunkTask(
         job_id=job_id,
@@ -410,36 +428,24 @@ def finish_chunk(
     """Store a chunk's encoded embeddings and count its progress once (a superseded attempt
     finishing late is harmless: the first finisher wins). True when it finished the job."""
     key, ckey = job_key(job_id), job_key(job_id, "chunks")
-    with r.pipeline() as pipe:
-        while True:
-            try:
-                pipe.watch(key, ckey)
-                h = pipe.hgetall(key)
-                raw = pipe.hget(ckey, str(chunk))
-                if _s(h.get(b"status")) not in ACTIVE or raw is None:
-                    pipe.unwatch()
-                    return False
-                st = orjson.loads(raw)
-                if st.get("s") == "done":
-                    pipe.unwatch()
-                    return False
-                pipe.multi()
-                if outs:
-                    pipe.hset(
-                        job_key(job_id, "out"),
-                        mapping={str(offset + i): b for i, b in enumerate(outs)},
-                    )
-                pipe.hset(ckey, str(chunk), orjson.dumps({"a": st.get("a", 1), "s": "done"}))
-                pipe.hdel(job_key(job_id, "in"), str(chunk))
-                pipe.hdel(job_key(job_id, "beats"), str(chunk))
-                pipe.hset(key, "last_progress", repr(time.time()))
-                pipe.hincrby(key, "completed", len(outs))
-                pipe.hincrby(key, "chunks_done", 1)
-                done = pipe.execute()[-1]
-                break
-            except redis.WatchError:
-                continue
-    if done >= int(_s(h.get(b"n_chunks")) or 0):
+
+    def write(pipe: Any, h: Mapping[bytes, bytes], st: dict) -> None:
+        if outs:
+            pipe.hset(
+                job_key(job_id, "out"), mapping={str(offset + i): b for i, b in enumerate(outs)}
+            )
+        pipe.hset(ckey, str(chunk), orjson.dumps({"a": st.get("a", 1), "s": "done"}))
+        pipe.hdel(job_key(job_id, "in"), str(chunk))
+        pipe.hdel(job_key(job_id, "beats"), str(chunk))
+        pipe.hset(key, "last_progress", repr(time.time()))
+        pipe.hincrby(key, "completed", len(outs))
+        pipe.hincrby(key, "chunks_done", 1)
+
+    done = _chunk_transaction(r, job_id, chunk, lambda st: st.get("s") != "done", write)
+    if done is None:
+        return False
+    h, chunks_done = done
+    if chunks_done >= int(_s(h.get(b"n_chunks")) or 0):
         return transition(r, job_id, "succeeded")
     return False
 

@@ -47,7 +47,7 @@ class Backends:
         while not engine.ready:
             if engine.load_error is not None:
                 return
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
         jobs = JobStore(self.handle, self.settings, engine.info.fingerprint)
         await jobs.start()
         self.jobs = jobs
@@ -85,8 +85,12 @@ class Backends:
     # ---- health --------------------------------------------------------------------------------
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """Redis and worker status for GET /health. Redis being down does not make the server
-        unhealthy: inline requests still work (uncached)."""
+        unhealthy: inline requests still work (uncached). Not healthy until the jobs API is
+        open (it opens right after the model has loaded)."""
         info: dict[str, Any] = {"redis": {"kind": self.handle.kind, "status": "ok"}}
+        info["jobs_api"] = "open" if self.jobs is not None else "starting"
+        if self.jobs is None:
+            info["status"] = "starting"
         try:
             if self._health_client is None:
                 self._health_client = self.handle.sync_client(socket_timeout=2.0)
@@ -99,7 +103,7 @@ class Backends:
             info["workers"] = {"queue": self.settings.queue_name, "alive": None}
         info["local_worker"] = bool(self.local_worker is not None and self.local_worker.alive)
         info["cache"] = {"enabled": self.cache.enabled, **self.cache.stats.as_dict()}
-        return True, info
+        return self.jobs is not None, info
 
 
 def _workers_for(client: Any, queue: str) -> int:

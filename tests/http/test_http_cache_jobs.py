@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 import time
 
 import httpx
 import numpy as np
 import pytest
+from fake_adapter import fake_engine
 from http_servers import MV_MODEL, MV_SETTINGS, FakeAdapter, Served, serve
 from PIL import Image
 
@@ -197,5 +199,38 @@ def test_redis_unreachable_inline_still_works_and_jobs_answer_503() -> None:
         with served.client() as c:
             health = c.get("/health").json()
         assert health["redis"]["status"].startswith("unreachable")
+    finally:
+        thread.stop()
+
+
+def test_health_reports_redis_workers_cache_and_jobs_api(cached_server) -> None:
+    served, _, backends = cached_server
+    with served.client() as c:
+        r = c.get("/health")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ok" and body["jobs_api"] == "open"
+    assert body["redis"] == {"kind": "fakeredis", "status": "ok"}
+    assert body["workers"]["alive"] == 1 and body["local_worker"] is True
+    assert body["cache"]["enabled"] is True
+
+
+def test_health_is_503_until_the_jobs_api_opens() -> None:
+    gate = threading.Event()
+    adapter = FakeAdapter(kind="multi_vector", name=MV_MODEL, dim=8)
+    engine = fake_engine(adapter, load_gate=gate)
+    backends = Backends(MV_SETTINGS, start_fakeredis())
+    served, thread = serve(MV_SETTINGS, adapter, engine=engine, backends=backends, wait_ready=False)
+    try:
+        with served.client() as c:
+            assert c.get("/health").status_code == 503
+            gate.set()
+            deadline = time.time() + 10
+            while c.get("/health").status_code != 200:
+                assert time.time() < deadline
+                time.sleep(0.02)
+            # healthy means every route is ready: the jobs API answers at once
+            r = c.post("/v1/embeddings/jobs", json={"model": MV_MODEL, "input": "x"})
+            assert r.status_code == 202, r.text
     finally:
         thread.stop()

@@ -3,6 +3,7 @@ and serve it with Sanic in one process."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -27,6 +28,19 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "mlx-embeddings-serve
     backends = Backends.start(settings)
     engine = load_engine(settings)
     app = create_app(settings, engine, backends=backends)
+    failed: list[BaseException] = []
+
+    async def stop_if_the_model_fails(app, _loop=None) -> None:
+        """A server that cannot load its model exits (non-zero) instead of answering 503s."""
+        while not engine.ready:
+            if engine.load_error is not None:
+                failed.append(engine.load_error)
+                log.error("cannot serve %s: %s", settings.model, engine.load_error)
+                app.stop()
+                return
+            await asyncio.sleep(0.1)
+
+    app.add_task(stop_if_the_model_fails(app))
     log.info(
         "serving %s (from %s) on http://%s:%d/v1 - the model loads in the background; "
         "GET /health answers 200 once it is ready",
@@ -46,4 +60,4 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "mlx-embeddings-serve
         )
     finally:
         backends.stop_redis()
-    return 0
+    return 1 if failed else 0

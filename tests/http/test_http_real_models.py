@@ -131,3 +131,15 @@ def test_missing_model_flag_is_a_usage_error() -> None:
     )
     assert r.returncode == 2
     assert "--model is required" in r.stderr
+
+
+def test_a_model_that_cannot_load_makes_the_server_exit(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "not-a-model"}')
+    server = ServerProcess(["--model", str(tmp_path)])
+    try:
+        server.proc.wait(60)
+    finally:
+        code = server.stop()
+    assert code == 1
+    out = server.output()
+    assert "cannot serve" in out and "not-a-model" in out and "not supported" in out

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import statistics
 import sys
 import tempfile
@@ -45,12 +44,9 @@ def images(n: int, seed: int, size=(448, 448)) -> list[ImageInput]:
 
 
 def tiny_colqwen(tmp: Path):
-    spec = importlib.util.spec_from_file_location(
-        "make_tiny_models", REPO / "scripts/make_tiny_models.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    mod.make_all(tmp)
+    import make_tiny_models  # scripts/ is on sys.path when a script here runs
+
+    make_tiny_models.make_all(tmp)
     from app.engine import load_engine
 
     settings = Settings(model=str(tmp / "tiny-colqwen2.5"))

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import socket
@@ -76,11 +75,9 @@ def _free_port() -> int:
 
 
 def start_tiny_server(tmp: Path) -> tuple[subprocess.Popen, str]:
-    spec = importlib.util.spec_from_file_location("mtm", REPO_ROOT / "scripts/make_tiny_models.py")
-    assert spec is not None and spec.loader is not None
-    mtm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mtm)
-    mtm.make_all(tmp / "models")
+    import make_tiny_models  # scripts/ is on sys.path when a script here runs
+
+    make_tiny_models.make_all(tmp / "models")
     port = _free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="mlxb", dir="/tmp"))
     cmd = [sys.executable, "-m", "app", "--model", str(tmp / "models" / "tiny-colqwen2.5")]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import statistics
 import subprocess
@@ -48,10 +47,9 @@ def images(n: int, seed: int) -> list[ImageInput]:
 
 
 def load_tiny(tmp: Path):
-    spec = importlib.util.spec_from_file_location("mtm", REPO / "scripts/make_tiny_models.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    mod.make_all(tmp)
+    import make_tiny_models  # scripts/ is on sys.path when a script here runs
+
+    make_tiny_models.make_all(tmp)
     from app.engine import load_engine
 
     settings = Settings(model=str(tmp / "tiny-colqwen2.5"), queue_threshold=8, job_chunk_size=8)

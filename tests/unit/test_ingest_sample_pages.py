@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from script_modules import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "make_sample_pages", REPO_ROOT / "scripts" / "make_sample_pages.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_sample_pages")
 
 
 def test_sample_pages_are_committed_small_and_reproducible(tmp_path: Path) -> None:

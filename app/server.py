@@ -12,7 +12,6 @@ from sanic import HTTPResponse, Request, Sanic
 from sanic import exceptions as sanic_exc
 from sanic.handlers import ErrorHandler
 
-from app.encoding import dumps
 from app.errors import (
     ERROR_TABLE,
     ApiError,
@@ -24,6 +23,7 @@ from app.errors import (
     PayloadTooLarge,
 )
 from app.routes import register_routes
+from app.routes.responses import json_response
 from app.service import EmbeddingService
 from app.settings import Settings
 
@@ -84,9 +84,7 @@ def to_api_error(request: Request | None, exc: BaseException) -> ApiError:
 
 
 def error_response(err: ApiError) -> HTTPResponse:
-    return HTTPResponse(
-        dumps(err.body()), status=err.status, headers=err.headers, content_type="application/json"
-    )
+    return json_response(err.body(), status=err.status, headers=err.headers)
 
 
 class OpenAIErrorHandler(ErrorHandler):

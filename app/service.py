@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Responses holding more floats than this are serialised off the event loop.
-INLINE_SERIALISE_FLOATS = 200_000
-
 # X-Cache values (hit / miss / partial come from dispatch.Embedded.cache_status)
 CACHE_OFF = "off"  # no cache configured (--no-cache, or no Redis)
 CACHE_BYPASS = "bypass"  # the client asked not to read it (Cache-Control: no-cache/no-store)

@@ -9,8 +9,8 @@ from typing import Any
 
 from sanic import HTTPResponse, Request, Sanic
 
-from app.encoding import dumps
 from app.engine.runner import Engine
+from app.routes.responses import json_response
 
 
 async def health(request: Request) -> HTTPResponse:
@@ -20,17 +20,17 @@ async def health(request: Request) -> HTTPResponse:
     if engine.load_error is not None:
         err = engine.load_error
         body.update(status="error", error=f"the model failed to load: {type(err).__name__}: {err}")
-        return HTTPResponse(dumps(body), status=503, content_type="application/json")
+        return json_response(body, status=503)
     if not engine.ready:
         body["status"] = "loading"
-        return HTTPResponse(dumps(body), status=503, content_type="application/json")
+        return json_response(body, status=503)
     ok = True
     for probe in ctx.health_probes:
         probe_ok, fields = await probe()
         ok = ok and probe_ok
         body.update(fields)
     body = {"status": "ok" if ok else "degraded", **body}
-    return HTTPResponse(dumps(body), status=200 if ok else 503, content_type="application/json")
+    return json_response(body, status=200 if ok else 503)
 
 
 def register(app: Sanic) -> None:

@@ -7,37 +7,30 @@ from __future__ import annotations
 
 from sanic import HTTPResponse, Request, Sanic
 
-from app.encoding import dumps
 from app.protocol import parse_embedding_request
-from app.routes.embeddings import json_response
 from app.routes.request_body import read_json
+from app.routes.responses import embeddings_response, json_response
 from app.service import EmbeddingService
-
-
-def _json(body: dict, status: int = 200, headers: dict[str, str] | None = None) -> HTTPResponse:
-    return HTTPResponse(
-        dumps(body), status=status, content_type="application/json", headers=headers
-    )
 
 
 async def submit_job(request: Request) -> HTTPResponse:
     req = parse_embedding_request(read_json(request))
     service: EmbeddingService = request.app.ctx.service
     job = await service.submit_job(req, cache_control=request.headers.get("cache-control"))
-    return _json(job, status=202, headers={"Location": f"/v1/embeddings/jobs/{job['id']}"})
+    return json_response(job, status=202, headers={"Location": f"/v1/embeddings/jobs/{job['id']}"})
 
 
 async def job_status(request: Request, job_id: str) -> HTTPResponse:
-    return _json(await request.app.ctx.service.job_status(job_id))
+    return json_response(await request.app.ctx.service.job_status(job_id))
 
 
 async def job_result(request: Request, job_id: str) -> HTTPResponse:
     result = await request.app.ctx.service.job_result(job_id, request.args.get("encoding_format"))
-    return await json_response(result.body, result.n_floats)
+    return await embeddings_response(result.body, result.n_floats)
 
 
 async def cancel_job(request: Request, job_id: str) -> HTTPResponse:
-    return _json(await request.app.ctx.service.cancel_job(job_id))
+    return json_response(await request.app.ctx.service.cancel_job(job_id))
 
 
 def register(app: Sanic) -> None:

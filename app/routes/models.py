@@ -7,9 +7,9 @@ from urllib.parse import unquote
 
 from sanic import HTTPResponse, Request, Sanic
 
-from app.encoding import dumps
 from app.engine.runner import Engine
 from app.errors import ModelNotFound
+from app.routes.responses import json_response
 from app.settings import Settings
 
 OWNED_BY = "mlx-embeddings-server"
@@ -52,13 +52,11 @@ def model_card(settings: Settings, engine: Engine, created: int) -> dict[str, An
     return card
 
 
-def _json(body: Any) -> HTTPResponse:
-    return HTTPResponse(dumps(body), content_type="application/json")
-
-
 async def list_models(request: Request) -> HTTPResponse:
     ctx = request.app.ctx
-    return _json({"object": "list", "data": [model_card(ctx.settings, ctx.engine, ctx.created)]})
+    return json_response(
+        {"object": "list", "data": [model_card(ctx.settings, ctx.engine, ctx.created)]}
+    )
 
 
 async def get_model(request: Request, model_id: str) -> HTTPResponse:
@@ -71,7 +69,7 @@ async def get_model(request: Request, model_id: str) -> HTTPResponse:
             f"{settings.model_name!r}",
             param="model",
         )
-    return _json(model_card(settings, ctx.engine, ctx.created))
+    return json_response(model_card(settings, ctx.engine, ctx.created))
 
 
 def register(app: Sanic) -> None:

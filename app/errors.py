@@ -165,12 +165,20 @@ class InternalError(ApiError):
     pass
 
 
-def error_from_body(body: dict, default_status: int = 500) -> ApiError:
-    """Rebuild an ApiError from an OpenAI error body (errors stored in job results)."""
-    err = body.get("error", {}) if isinstance(body, dict) else {}
+def error_record(exc: ApiError) -> dict:
+    """An error as stored with a job: the OpenAI body plus the class name to rebuild it."""
+    return {**exc.body(), "class": type(exc).__name__}
+
+
+def rebuild_error(record: dict) -> ApiError:
+    """The ApiError of a stored record: by class name, else by its code, else InternalError."""
+    err = record.get("error", {}) if isinstance(record, dict) else {}
+    message, param = err.get("message", ""), err.get("param")
+    cls = globals().get(str(record.get("class", "")))
+    if isinstance(cls, type) and issubclass(cls, ApiError):
+        return cls(message, param)
     code = err.get("code")
     for name, kind in ERROR_TABLE.items():
-        if kind.code == code and code is not None:
-            cls = globals()[name]
-            return cls(err.get("message", ""), err.get("param"))
-    return InternalError(err.get("message", "internal error"), err.get("param"))
+        if code is not None and kind.code == code:
+            return globals()[name](message, param)
+    return InternalError(message or "internal error", param)

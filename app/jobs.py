@@ -46,13 +46,12 @@ from app.cache import (
 )
 from app.engine.base import Embedding, Prepared
 from app.errors import (
-    ApiError,
     JobFailed,
     JobNotFinished,
     JobNotFound,
     JobTimeout,
     QueueUnavailable,
-    error_from_body,
+    rebuild_error,
 )
 from app.job_items import JobItem, encode_items
 from app.settings import Settings
@@ -237,21 +236,6 @@ def _enqueue_chunk(r: redis.Redis, h: Mapping[bytes, bytes], job_id: str, chunk:
 
 def _error_body(message: str, code: str = "job_failed", param: str | None = None) -> dict:
     return {"error": {"message": message, "type": "server_error", "param": param, "code": code}}
-
-
-def error_record(exc: ApiError) -> dict:
-    """An error as stored in a job: the OpenAI body plus the class name to rebuild it."""
-    return {**exc.body(), "class": type(exc).__name__}
-
-
-def rebuild_error(record: Mapping[str, Any]) -> ApiError:
-    from app import errors
-
-    cls = getattr(errors, str(record.get("class", "")), None)
-    err = record.get("error", {})
-    if isinstance(cls, type) and issubclass(cls, ApiError):
-        return cls(err.get("message", ""), err.get("param"))
-    return error_from_body(dict(record))
 
 
 def transition(

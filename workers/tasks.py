@@ -15,7 +15,7 @@ from rq import get_current_job
 from app import jobs
 from app.cache import SyncEmbeddingCache, encode_embedding
 from app.dispatch import tie_to
-from app.errors import ApiError, InternalError, ModelNotReady, Overloaded
+from app.errors import ApiError, InternalError, ModelNotReady, Overloaded, error_record
 from app.job_items import decode_items
 from workers import runtime
 
@@ -37,14 +37,14 @@ def embed_chunk(job_id: str, chunk: int, attempt: int) -> str:
         try:
             return _run(r, engine, settings, task)
         except ApiError as exc:
-            jobs.fail_job(r, job_id, jobs.error_record(exc))
+            jobs.fail_job(r, job_id, error_record(exc))
             return "failed"
         except Exception as exc:
             if not rq_job.retries_left:
                 jobs.fail_job(
                     r,
                     job_id,
-                    jobs.error_record(
+                    error_record(
                         InternalError(
                             f"a worker failed on items of this job: {type(exc).__name__}: {exc}"
                         )

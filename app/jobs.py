@@ -698,8 +698,9 @@ class JobStore:
             raise JobNotFound(f"no job {job_id!r} (unknown, deleted or expired)", "job_id")
         return JobStatus.from_hash(job_id, h)
 
-    async def result(self, job_id: str) -> list[Embedding]:
-        st = await self.status(job_id)
+    async def result(self, job_id: str, status: JobStatus | None = None) -> list[Embedding]:
+        """The embeddings of a finished job (``status``: one just read, to save a round trip)."""
+        st = status if status is not None else await self.status(job_id)
         if st.status in ACTIVE:
             raise JobNotFinished(
                 f"job {job_id} is {st.status} ({st.completed}/{st.total} items done)", "job_id"

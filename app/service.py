@@ -190,8 +190,9 @@ class EmbeddingService:
 
     async def job_result(self, job_id: str, encoding_format: str | None) -> EmbeddingResult:
         jobs = self._jobs()
-        embeddings = await jobs.result(job_id)
-        meta = (await jobs.status(job_id)).request_meta
+        status = await jobs.status(job_id)
+        embeddings = await jobs.result(job_id, status)
+        meta = status.request_meta
         fmt = encoding_format or meta.get("encoding_format", "float")
         if fmt not in ("float", "base64"):
             raise InvalidRequest(

@@ -1,81 +1,45 @@
-"""Every error the service can answer with, and the one table that maps it to HTTP.
+"""Every error the service answers with. Each class carries its HTTP status and its OpenAI
+error ``type`` and ``code``; raise one anywhere (engine, media, cache, jobs) and the HTTP layer
+answers ``{"error": {"message", "type", "param", "code"}}`` with that status.
 
-Raise an ``ApiError`` subclass anywhere (engine, media, cache, jobs); the HTTP layer turns it
-into the OpenAI error body ``{"error": {"message", "type", "param", "code"}}``.
+Errors that cross Redis (a worker failed a job item) travel as :func:`error_record` and come
+back as the same class through :func:`rebuild_error` (one name -> class map, filled by
+``__init_subclass__``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import ClassVar
 
-
-@dataclass(frozen=True)
-class ErrorKind:
-    status: int
-    type: str
-    code: str | None
-
-
-# The one table: error class name -> (HTTP status, OpenAI error type, code).
-ERROR_TABLE: dict[str, ErrorKind] = {
-    "InvalidRequest": ErrorKind(400, "invalid_request_error", None),
-    "InputTooLong": ErrorKind(400, "invalid_request_error", "context_length_exceeded"),
-    "InvalidTokenIds": ErrorKind(400, "invalid_request_error", "invalid_token_ids"),
-    "UnsupportedInput": ErrorKind(400, "invalid_request_error", "unsupported_input"),
-    "MediaError": ErrorKind(400, "invalid_request_error", "invalid_media"),
-    "MediaFetchRefused": ErrorKind(400, "invalid_request_error", "media_fetch_refused"),
-    "Unauthorized": ErrorKind(401, "authentication_error", "invalid_api_key"),
-    "ModelNotFound": ErrorKind(404, "invalid_request_error", "model_not_found"),
-    "NotFound": ErrorKind(404, "invalid_request_error", "not_found"),
-    "JobNotFound": ErrorKind(404, "invalid_request_error", "job_not_found"),
-    "MethodNotAllowed": ErrorKind(405, "invalid_request_error", "method_not_allowed"),
-    "JobNotFinished": ErrorKind(409, "invalid_request_error", "job_not_finished"),
-    "PayloadTooLarge": ErrorKind(413, "invalid_request_error", "payload_too_large"),
-    "UnsupportedMediaType": ErrorKind(415, "invalid_request_error", "unsupported_media_type"),
-    "Overloaded": ErrorKind(503, "server_error", "overloaded"),
-    "ModelNotReady": ErrorKind(503, "server_error", "model_not_ready"),
-    "QueueUnavailable": ErrorKind(503, "server_error", "queue_unavailable"),
-    "JobTimeout": ErrorKind(504, "server_error", "job_timeout"),
-    "JobFailed": ErrorKind(500, "server_error", "job_failed"),
-    "InternalError": ErrorKind(500, "server_error", "internal_error"),
-}
+_BY_NAME: dict[str, type[ApiError]] = {}
 
 
 class ApiError(Exception):
     """Base of all errors answered to a client. ``param`` names the offending field."""
 
+    status: ClassVar[int] = 500
+    error_type: ClassVar[str] = "server_error"
+    code: ClassVar[str | None] = "internal_error"
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        _BY_NAME[cls.__name__] = cls
+
     def __init__(
-        self,
-        message: str,
-        param: str | None = None,
-        *,
-        headers: dict[str, str] | None = None,
+        self, message: str, param: str | None = None, *, headers: dict[str, str] | None = None
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.headers = headers or {}
 
-    @property
-    def kind(self) -> ErrorKind:
-        for cls in type(self).__mro__:
-            kind = ERROR_TABLE.get(cls.__name__)
-            if kind is not None:
-                return kind
-        return ERROR_TABLE["InternalError"]
-
-    @property
-    def status(self) -> int:
-        return self.kind.status
-
     def body(self) -> dict:
-        kind = self.kind
         return {
             "error": {
                 "message": self.message,
-                "type": kind.type,
+                "type": self.error_type,
                 "param": self.param,
-                "code": kind.code,
+                "code": self.code,
             }
         }
 
@@ -86,83 +50,108 @@ class ApiError(Exception):
 
 
 class InvalidRequest(ApiError):
-    pass
+    status, code, error_type = 400, None, "invalid_request_error"
 
 
 class InputTooLong(InvalidRequest):
-    pass
+    code = "context_length_exceeded"
 
 
 class InvalidTokenIds(InvalidRequest):
-    pass
+    code = "invalid_token_ids"
 
 
 class UnsupportedInput(InvalidRequest):
-    pass
+    code = "unsupported_input"
 
 
 class MediaError(InvalidRequest):
-    pass
+    code = "invalid_media"
 
 
 class MediaFetchRefused(MediaError):
-    pass
+    code = "media_fetch_refused"
 
 
 class Unauthorized(ApiError):
-    pass
-
-
-class ModelNotFound(ApiError):
-    pass
+    status, code, error_type = 401, "invalid_api_key", "authentication_error"
 
 
 class NotFound(ApiError):
-    pass
+    status, code, error_type = 404, "not_found", "invalid_request_error"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
 
 
 class JobNotFound(NotFound):
-    pass
+    code = "job_not_found"
 
 
 class MethodNotAllowed(ApiError):
-    pass
+    status, code, error_type = 405, "method_not_allowed", "invalid_request_error"
 
 
 class JobNotFinished(ApiError):
-    pass
+    status, code, error_type = 409, "job_not_finished", "invalid_request_error"
+
+
+class JobCancelled(ApiError):
+    """A question about a job that was cancelled (its result will never exist)."""
+
+    status, code, error_type = 409, "job_cancelled", "invalid_request_error"
 
 
 class PayloadTooLarge(ApiError):
-    pass
+    status, code, error_type = 413, "payload_too_large", "invalid_request_error"
+
+
+class UriTooLong(ApiError):
+    status, code, error_type = 414, "uri_too_long", "invalid_request_error"
 
 
 class UnsupportedMediaType(ApiError):
-    pass
+    status, code, error_type = 415, "unsupported_media_type", "invalid_request_error"
 
 
-class Overloaded(ApiError):
-    pass
-
-
-class ModelNotReady(ApiError):
-    pass
-
-
-class QueueUnavailable(ApiError):
-    pass
-
-
-class JobTimeout(ApiError):
-    pass
-
-
-class JobFailed(ApiError):
-    pass
+class HeadersTooLarge(ApiError):
+    status, code, error_type = 431, "headers_too_large", "invalid_request_error"
 
 
 class InternalError(ApiError):
-    pass
+    status, code, error_type = 500, "internal_error", "server_error"
+
+
+class JobFailed(ApiError):
+    status, code, error_type = 500, "job_failed", "server_error"
+
+
+class Overloaded(ApiError):
+    status, code, error_type = 503, "overloaded", "server_error"
+
+
+class ModelNotReady(ApiError):
+    status, code, error_type = 503, "model_not_ready", "server_error"
+
+
+class QueueUnavailable(ApiError):
+    status, code, error_type = 503, "queue_unavailable", "server_error"
+
+
+class JobTimeout(ApiError):
+    status, code, error_type = 504, "job_timeout", "server_error"
+
+
+class HttpStatusError(ApiError):
+    """A protocol-level error Sanic raised with a status no class above names (408, ...)."""
+
+    code = None
+
+    def __init__(self, message: str, status: int, headers: dict[str, str] | None = None):
+        super().__init__(message, headers=headers)
+        self.status = status  # type: ignore[misc]
+        self.error_type = "invalid_request_error" if status < 500 else "server_error"  # type: ignore[misc]
 
 
 def error_record(exc: ApiError) -> dict:
@@ -173,12 +162,9 @@ def error_record(exc: ApiError) -> dict:
 def rebuild_error(record: dict) -> ApiError:
     """The ApiError of a stored record: by class name, else by its code, else InternalError."""
     err = record.get("error", {}) if isinstance(record, dict) else {}
-    message, param = err.get("message", ""), err.get("param")
-    cls = globals().get(str(record.get("class", "")))
-    if isinstance(cls, type) and issubclass(cls, ApiError):
-        return cls(message, param)
-    code = err.get("code")
-    for name, kind in ERROR_TABLE.items():
-        if code is not None and kind.code == code:
-            return globals()[name](message, param)
-    return InternalError(message or "internal error", param)
+    message, param = err.get("message", "") or "internal error", err.get("param")
+    cls = _BY_NAME.get(str(record.get("class", "")))
+    if cls is None or cls is HttpStatusError:
+        code = err.get("code")
+        cls = next((c for c in _BY_NAME.values() if code and c.code == code), InternalError)
+    return cls(message, param)

@@ -13,14 +13,15 @@ from sanic import exceptions as sanic_exc
 from sanic.handlers import ErrorHandler
 
 from app.errors import (
-    ERROR_TABLE,
     ApiError,
-    ErrorKind,
+    HeadersTooLarge,
+    HttpStatusError,
     InternalError,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    UriTooLong,
 )
 from app.routes import register_routes
 from app.routes.responses import json_response
@@ -35,20 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 APP_NAME = "mlx_embeddings_server"
-
-
-class _HttpStatusError(ApiError):
-    """A protocol-level error Sanic raised with a status outside app.errors' table (408...).
-    Its type/code follow the table's generic 4xx / 5xx rows."""
-
-    def __init__(self, message: str, status: int, headers: dict[str, str] | None = None):
-        super().__init__(message, headers=headers)
-        self._status = status
-
-    @property
-    def kind(self) -> ErrorKind:
-        base = ERROR_TABLE["InvalidRequest" if self._status < 500 else "InternalError"]
-        return ErrorKind(self._status, base.type, None)
 
 
 def to_api_error(request: Request | None, exc: BaseException) -> ApiError:
@@ -68,6 +55,8 @@ def to_api_error(request: Request | None, exc: BaseException) -> ApiError:
                 + (f"; allowed: {allowed}" if allowed else ""),
                 headers=headers,
             )
+        if isinstance(exc, sanic_exc.PayloadTooLarge) and "header" in str(exc).lower():
+            return _head_too_large(request)
         if isinstance(exc, sanic_exc.PayloadTooLarge):
             limit = request.app.config.REQUEST_MAX_SIZE if request is not None else None
             return PayloadTooLarge(
@@ -77,10 +66,21 @@ def to_api_error(request: Request | None, exc: BaseException) -> ApiError:
         if isinstance(exc, sanic_exc.BadRequest):
             return InvalidRequest(f"bad request: {exc}")
         status = int(getattr(exc, "status_code", 500) or 500)
-        if status < 500:
-            return _HttpStatusError(str(exc) or "bad request", status, headers)
-        return _HttpStatusError(str(exc) or "server error", status, headers)
+        return HttpStatusError(str(exc) or ("bad request" if status < 500 else "server error"),
+                               status, headers)  # fmt: skip
     return InternalError("internal server error; the server log has the details")
+
+
+def _head_too_large(request: Request | None) -> ApiError:
+    """Sanic reports a too-long URL and too many header bytes alike: tell them apart."""
+    limit = request.app.config.REQUEST_MAX_HEADER_SIZE if request is not None else 8192
+    buf = bytes(getattr(getattr(request, "stream", None), "recv_buffer", b"") or b"")
+    line_end = buf.find(b"\r\n")
+    if line_end == -1 or line_end >= limit - 4:
+        return UriTooLong(f"the request URL is longer than this server accepts ({limit} bytes)")
+    return HeadersTooLarge(
+        f"the request headers are larger than this server accepts ({limit} bytes in all)"
+    )
 
 
 def error_response(err: ApiError) -> HTTPResponse:
@@ -92,7 +92,10 @@ class OpenAIErrorHandler(ErrorHandler):
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
         err = to_api_error(request, exception)
-        if not isinstance(exception, ApiError | sanic_exc.SanicException):
+        if isinstance(exception, sanic_exc.RequestCancelled):
+            where = f"{request.method} {request.path}" if request is not None else "?"
+            log.info("request cancelled by the client: %s", where)
+        elif not isinstance(exception, ApiError | sanic_exc.SanicException):
             where = f"{request.method} {request.path}" if request is not None else "?"
             log.error("unexpected error on %s", where, exc_info=exception)
         elif err.status >= 500:

@@ -216,6 +216,39 @@ def test_oversize_body_is_413(mv_server: Served) -> None:
     assert post(mv_server, {"model": MV_MODEL, "input": "x"}).status_code == 200
 
 
+def test_a_long_url_is_414_and_large_headers_are_431_not_413(mv_server: Served) -> None:
+    with mv_server.client() as client:
+        r = client.get("/v1/models?q=" + "x" * 10_000)
+        err = assert_error(r, 414, code="uri_too_long")
+        assert "URL" in err["message"] and "max-body-bytes" not in err["message"]
+    with mv_server.client() as client:
+        r = client.get("/v1/models", headers={"X-Big": "y" * 9_000})
+        err = assert_error(r, 431, code="headers_too_large")
+        assert "headers" in err["message"]
+    assert post(mv_server, {"model": MV_MODEL, "input": "x"}).status_code == 200
+
+
+def test_a_client_that_disconnects_is_logged_as_cancelled_not_as_an_error(
+    make_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+    import time
+
+    served = make_server(adapter=FakeAdapter(forward_delay=1.0))
+    host, port = served.url.removeprefix("http://").split(":")
+    body = b'{"model": "%s", "input": "slow"}' % MV_MODEL.encode()
+    with caplog.at_level(logging.INFO, logger="app.server"):
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                         b"application/json\r\nContent-Length: %d\r\n\r\n%s"
+                         % (len(body), body))  # fmt: skip
+            time.sleep(0.3)
+        time.sleep(1.5)
+    server_records = [rec for rec in caplog.records if rec.name == "app.server"]
+    assert not [rec for rec in server_records if rec.levelno >= logging.ERROR], caplog.text
+    assert any("cancelled by the client" in rec.getMessage() for rec in server_records)
+
+
 # ---- 5xx ---------------------------------------------------------------------------------------
 
 

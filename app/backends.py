@@ -1,8 +1,9 @@
 """The Redis side of a running server: the Redis handle (external, embedded or fakeredis), the
-embedding cache, the job store and the in-process worker.
+embedding cache, the job client and the in-process worker, and the supervisor that restarts an
+embedded redis-server that died.
 
 Redis starts with the server (from the main thread, so Linux's parent-death signal applies);
-the job store and the local worker need the model's fingerprint, so they start once the engine
+the job client and the local worker need the model's fingerprint, so they start once the engine
 has loaded the model. Until then (or when Redis is unreachable) job routes answer 503.
 """
 
@@ -15,8 +16,8 @@ from typing import Any
 
 from app.cache import EmbeddingCache
 from app.errors import ModelNotReady
-from app.jobs import JobStore, live_workers
-from app.redis_embedded import RedisHandle, mask_url, start_redis
+from app.jobs.client import JobClient
+from app.redis_embedded import RedisHandle, mask_url, restart_embedded, start_redis
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,10 @@ class Backends:
         self.settings = settings
         self.handle = handle
         self.cache = EmbeddingCache.from_settings(handle, settings)
-        self.jobs: JobStore | None = None
+        self.jobs: JobClient | None = None
         self.local_worker: Any = None
-        self._waiter: asyncio.Task | None = None
-        self._health_client: Any = None
+        self.redis_restarts = 0
+        self._tasks: list[asyncio.Task] = []
 
     @classmethod
     def start(cls, settings: Settings) -> Backends:
@@ -40,25 +41,57 @@ class Backends:
 
     # ---- lifecycle (inside the server's event loop) ----------------------------------------------
     async def attach(self, engine: Any) -> None:
-        """Start the job store and the local worker once ``engine`` has loaded its model."""
-        self._waiter = asyncio.create_task(self._attach_when_ready(engine), name="backends-attach")
+        """Start the job client and the local worker once ``engine`` has loaded its model,
+        and supervise an embedded redis-server."""
+        self._tasks.append(asyncio.create_task(self._attach_when_ready(engine)))
+        if self.handle.kind == "embedded":
+            self._tasks.append(asyncio.create_task(self._supervise_redis()))
 
     async def _attach_when_ready(self, engine: Any) -> None:
         while not engine.ready:
             if engine.load_error is not None:
                 return
             await asyncio.sleep(0.05)
-        jobs = JobStore(self.handle, self.settings, engine.info.fingerprint)
-        await jobs.start()
-        self.jobs = jobs
-        if self.settings.local_worker:
-            from workers.local import LocalWorker
+        jobs = JobClient(self.handle, self.settings, engine.info.fingerprint)
+        if not self.settings.local_worker:
+            self.jobs = jobs
+            return
+        from app.jobs.worker import LocalWorker
 
-            self.local_worker = await asyncio.to_thread(
-                LocalWorker(self.handle, self.settings, engine).start
-            )
+        failing = False
+        while True:
+            worker = LocalWorker(engine, self.handle, self.settings, jobs.queue)
+            self.local_worker = worker  # stopped by close(), registered or not
+            try:
+                await worker.start_async()
+                self.jobs = jobs
+                return
+            except RuntimeError as exc:  # Redis unreachable: the jobs API says so meanwhile
+                self.jobs = jobs
+                if not failing:
+                    log.warning("%s; retrying every 2 s", exc)
+                failing = True
+            await asyncio.sleep(2.0)
 
-    def job_store(self) -> JobStore:
+    async def _supervise_redis(self) -> None:
+        """Restart the embedded redis-server on its data dir (AOF) when it dies, with backoff."""
+        delay = 0.5
+        while True:
+            await asyncio.sleep(0.5)
+            if self.handle.alive():
+                delay = 0.5
+                continue
+            log.warning("the embedded redis-server exited; restarting it in %.1f s", delay)
+            await asyncio.sleep(delay)
+            try:
+                await asyncio.to_thread(restart_embedded, self.handle)
+                self.redis_restarts += 1
+                log.info("embedded redis-server restarted (%d restarts)", self.redis_restarts)
+            except Exception as exc:
+                log.error("could not restart the embedded redis-server: %s", exc)
+                delay = min(30.0, delay * 2)
+
+    def job_client(self) -> JobClient:
         if self.jobs is None:
             raise ModelNotReady(
                 "the model is still loading; the jobs API opens when it is ready",
@@ -67,10 +100,10 @@ class Backends:
         return self.jobs
 
     async def close(self) -> None:
-        if self._waiter is not None:
-            self._waiter.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._waiter
+                await task
         if self.local_worker is not None:
             await asyncio.to_thread(self.local_worker.stop)
         if self.jobs is not None:
@@ -85,27 +118,30 @@ class Backends:
     # ---- health --------------------------------------------------------------------------------
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """Redis and worker status for GET /health. Redis being down does not make the server
-        unhealthy: inline requests still work (uncached). Not healthy until the jobs API is
-        open (it opens right after the model has loaded)."""
-        info: dict[str, Any] = {"redis": {"kind": self.handle.kind, "status": "ok"}}
-        info["jobs_api"] = "open" if self.jobs is not None else "starting"
-        if self.jobs is None:
-            info["status"] = "starting"
-        try:
-            if self._health_client is None:
-                self._health_client = self.handle.sync_client(socket_timeout=2.0)
-            workers = await asyncio.to_thread(
-                _workers_for, self._health_client, self.settings.queue_name
-            )
-            info["workers"] = {"queue": self.settings.queue_name, "alive": workers}
-        except Exception as exc:
-            info["redis"]["status"] = f"unreachable: {type(exc).__name__}"
-            info["workers"] = {"queue": self.settings.queue_name, "alive": None}
-        info["local_worker"] = bool(self.local_worker is not None and self.local_worker.alive)
+        unhealthy (inline requests still work, uncached), but the jobs API says so. Not ready
+        until the jobs API is open and the local worker is registered."""
+        redis_info: dict[str, Any] = {"kind": self.handle.kind, "status": "ok"}
+        if self.handle.kind == "embedded":
+            redis_info["restarts"] = self.redis_restarts
+        info: dict[str, Any] = {"redis": redis_info}
+        jobs = self.jobs
+        workers = None
+        if jobs is not None:
+            try:
+                workers = await asyncio.to_thread(jobs.workers)
+            except Exception as exc:
+                redis_info["status"] = f"unreachable: {type(exc).__name__}"
+        if jobs is None:
+            info["jobs_api"] = "starting"
+        else:
+            info["jobs_api"] = "open" if workers is not None else "unavailable"
+        info["workers"] = {"queue": jobs.queue if jobs else None, "alive": workers}
+        local = self.local_worker
+        info["local_worker"] = bool(local is not None and local.registered and local.alive)
         info["cache"] = {"enabled": self.cache.enabled, **self.cache.stats.as_dict()}
-        return self.jobs is not None, info
-
-
-def _workers_for(client: Any, queue: str) -> int:
-    client.ping()
-    return len(live_workers(client, queue))
+        ready = jobs is not None and (
+            not self.settings.local_worker or info["local_worker"] or workers is None
+        )
+        if not ready:
+            info["status"] = "starting"
+        return ready, info

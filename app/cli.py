@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from app.blas import preload_openblas
 from app.logging_setup import setup_logging
-from app.settings import load_settings
+from app.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from app.backends import Backends
 
 log = logging.getLogger("app.cli")
 
@@ -17,15 +22,33 @@ log = logging.getLogger("app.cli")
 def main(argv: Sequence[str] | None = None, *, prog: str = "mlx-embeddings-server") -> int:
     settings = load_settings(argv, prog=prog)
     setup_logging(settings.log_level)
-    # Must run before anything imports mlx (app.engine does).
-    preload_openblas(settings)
+    # Until Sanic installs its own handlers, SIGTERM stops start-up like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    backends = None
+    try:
+        # Must run before anything imports mlx (app.engine does).
+        preload_openblas(settings)
+        from app.backends import Backends
 
-    from app.backends import Backends
+        # Redis first, from the main thread (an embedded redis-server dies with this process).
+        backends = Backends.start(settings)
+        return _serve(settings, backends)
+    except KeyboardInterrupt:
+        log.warning("interrupted during start-up; stopped")
+        return 130
+    finally:
+        if backends is not None:
+            backends.stop_redis()
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _serve(settings: Settings, backends: Backends) -> int:
     from app.engine import load_engine
     from app.server import create_app
 
-    # Redis first, from the main thread (an embedded redis-server dies with this process).
-    backends = Backends.start(settings)
     engine = load_engine(settings)
     app = create_app(settings, engine, backends=backends)
     failed: list[BaseException] = []
@@ -50,14 +73,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "mlx-embeddings-serve
         settings.port,
     )
     # One process: multi-worker mode would load the model once per worker.
-    try:
-        app.run(
-            host=settings.host,
-            port=settings.port,
-            single_process=True,
-            access_log=settings.log_level.lower() == "debug",
-            motd=False,
-        )
-    finally:
-        backends.stop_redis()
+    app.run(
+        host=settings.host,
+        port=settings.port,
+        single_process=True,
+        access_log=settings.log_level.lower() == "debug",
+        motd=False,
+    )
     return 1 if failed else 0

@@ -337,7 +337,7 @@ class InputResolver:
                 )
             budget.take(1, job.param)
             image = decode_image(data, kind, max_pixels=settings.max_image_pixels, param=job.param)
-            return [self._image_item(job, image, None, meta_base)]
+            return [self._image_item(job, image, None, meta_base, source=data)]
         rendered = render_pdf(
             data,
             pages=job.pages,
@@ -360,9 +360,11 @@ class InputResolver:
         ]
 
     @staticmethod
-    def _image_item(job: _MediaJob, image, page: int | None, meta: dict) -> ResolvedItem:
+    def _image_item(
+        job: _MediaJob, image, page: int | None, meta: dict, source: bytes | None = None
+    ) -> ResolvedItem:
         meta = {"width": image.width, "height": image.height, **meta}
-        item = ImageInput(image=image, content_hash=content_hash(image), meta=meta)
+        item = ImageInput(image=image, content_hash=content_hash(image), meta=meta, source=source)
         return ResolvedItem(job.input_index, page, item, job.param)
 
 

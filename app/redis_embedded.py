@@ -77,6 +77,9 @@ class RedisHandle:
     fake_server: Any = None
     process: subprocess.Popen | None = None
     data_dir: Path | None = None
+    binary: str = ""
+    maxmemory: str = ""
+    pipe_fd: int | None = None
     _on_stop: list[Callable[[], None]] = field(default_factory=list, repr=False)
     _stopped: bool = False
 
@@ -95,6 +98,10 @@ class RedisHandle:
 
             return fakeredis.FakeAsyncRedis(server=self.fake_server)
         return redis.asyncio.Redis.from_url(self.url, **{**CLIENT_OPTIONS, **kwargs})
+
+    def alive(self) -> bool:
+        """False once a redis-server we started has exited (not stopped by us)."""
+        return self.process is None or self._stopped or self.process.poll() is None
 
     @property
     def persistent(self) -> bool:
@@ -174,7 +181,7 @@ def start_embedded(
     rdir = Path(data_dir).expanduser().resolve() / "redis"
     rdir.mkdir(parents=True, exist_ok=True)
     lock_fd = _acquire_lock(rdir)
-    handle = RedisHandle(kind="embedded", url="", data_dir=rdir)
+    handle = RedisHandle(kind="embedded", url="", data_dir=rdir, binary=binary, maxmemory=maxmemory)
     handle._on_stop.append(lambda: _release_lock(lock_fd, rdir))
     try:
         _wait_previous_redis_gone(rdir)
@@ -186,6 +193,17 @@ def start_embedded(
     handle._on_stop.append(lambda: _unlink(rdir / "url"))
     log.info("embedded redis-server (%s) on %s, data in %s", binary, handle.url, rdir)
     return handle
+
+
+def restart_embedded(handle: RedisHandle) -> None:
+    """Start the embedded redis-server again on the same data dir and socket (it reloads its
+    AOF), after it died. Not from the main thread: the pipe watcher ties it to this process."""
+    assert handle.kind == "embedded" and handle.data_dir is not None
+    if handle.pipe_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(handle.pipe_fd)
+        handle.pipe_fd = None
+    _start_process(handle, handle.binary, handle.data_dir, handle.maxmemory, "pipe", first=False)
 
 
 def embedded_url(data_dir: Path) -> str | None:
@@ -276,12 +294,15 @@ def _pdeathsig() -> None:
 
 
 def _start_process(
-    handle: RedisHandle, binary: str, rdir: Path, maxmemory: str, watcher: str
+    handle: RedisHandle, binary: str, rdir: Path, maxmemory: str, watcher: str, first: bool = True
 ) -> None:
     sock = rdir / "redis.sock"
     _unlink(sock)
     use_unix = len(str(sock)) <= _MAX_UNIX_PATH
-    port = 0 if use_unix else _free_port()
+    if use_unix:
+        port = 0
+    else:  # a restart keeps the port its clients know
+        port = _free_port() if first else int(handle.url.rsplit(":", 1)[1].split("/")[0])
     args = [
         binary,
         "--port", str(port),
@@ -325,11 +346,20 @@ def _start_process(
             )
         finally:
             os.close(read_fd)
-        handle._on_stop.append(lambda: os.close(write_fd))
+        handle.pipe_fd = write_fd
     handle.process = proc
-    handle.url = f"unix://{sock}" if use_unix else f"redis://127.0.0.1:{port}/0"
-    handle._on_stop.append(lambda: _stop_process(handle))
+    if first:
+        handle.url = f"unix://{sock}" if use_unix else f"redis://127.0.0.1:{port}/0"
+        handle._on_stop.append(lambda: _close_pipe(handle))
+        handle._on_stop.append(lambda: _stop_process(handle))
     _wait_ready(handle, rdir)
+
+
+def _close_pipe(handle: RedisHandle) -> None:
+    if handle.pipe_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(handle.pipe_fd)
+        handle.pipe_fd = None
 
 
 def _wait_ready(handle: RedisHandle, rdir: Path) -> None:

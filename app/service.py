@@ -1,10 +1,12 @@
-"""The embeddings use case, independent of HTTP: check the model, resolve inputs, look them up in
-the cache, compute the misses (inline or as a job), and build the OpenAI response body. Also the
-async jobs API: submit (everything validated first), status, result, cancel."""
+"""The embeddings use case, independent of HTTP: check the model, resolve inputs, and run the
+embed pipeline (:mod:`app.pipeline`): cache read, then the misses computed inline or, when they
+are many images, as a job that workers run through the same pipeline. Also the async jobs API:
+submit (everything validated first), status, result, cancel."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from app.cache import CachePolicy
-from app.dispatch import cache_keys, check_request_tokens, embed_inputs, prepare_items
 from app.encoding import apply_dimensions, check_dimensions, embedding_item, floats_in
 from app.engine.base import Embedding, ModelInfo
 from app.errors import (
@@ -23,7 +24,8 @@ from app.errors import (
     ModelNotReady,
     QueueUnavailable,
 )
-from app.job_items import JobItem
+from app.jobs.items import JobItem
+from app.pipeline import Pipeline, check_request_tokens, should_queue
 from app.protocol import EmbeddingRequest
 from app.settings import Settings
 
@@ -31,12 +33,12 @@ if TYPE_CHECKING:
     from app.backends import Backends
     from app.engine.runner import Engine
     from app.inputs import ResolvedItem
-    from app.jobs import JobStore
+    from app.jobs.client import JobClient
 
 log = logging.getLogger(__name__)
 
-# X-Cache values (hit / miss / partial come from dispatch.Embedded.cache_status)
-CACHE_OFF = "off"  # no cache configured (--no-cache, or no Redis)
+# X-Cache values besides hit / miss / partial
+CACHE_OFF = "off"  # no cache configured (--no-cache, or no Redis), or Redis unreachable
 CACHE_BYPASS = "bypass"  # the client asked not to read it (Cache-Control: no-cache/no-store)
 
 
@@ -83,6 +85,9 @@ class EmbeddingService:
         self.engine = engine
         self.resolver = resolver
         self.backends = backends
+        cache = backends.cache if backends is not None and settings.cache else None
+        self.pipeline = Pipeline(engine, cache)
+        self._queue_down_logged = False
 
     @property
     def model_name(self) -> str:
@@ -126,34 +131,79 @@ class EmbeddingService:
     async def embed(
         self, req: EmbeddingRequest, *, cache_control: str | None = None
     ) -> EmbeddingResult:
-        info, items = await self._resolve(req)
+        _, items = await self._resolve(req)
         policy = self.cache_policy(cache_control)
-        backends = self.backends
-        embedded = await embed_inputs(
-            [r.item for r in items],
-            engine=self.engine,
-            settings=self.settings,
-            cache=backends.cache if backends is not None else None,
-            jobs=backends.jobs if backends is not None else None,
-            policy=policy,
-            truncate=req.truncate,
-            params=[r.param for r in items],
-            request_meta={"model": self.model_name},
-        )
-        if len(embedded.embeddings) != len(items):
+        inputs, params = [r.item for r in items], [r.param for r in items]
+        pipeline = self.pipeline
+        keys = pipeline.keys(inputs, policy, truncate=req.truncate)
+        looked = await pipeline.lookup(keys, policy)
+        miss = looked.misses
+        job_id = None
+        if miss:
+            m_inputs, m_params = [inputs[i] for i in miss], [params[i] for i in miss]
+            m_keys = [keys[i] for i in miss]
+            measured = await pipeline.measure(m_inputs, m_params, req.truncate)
+            cached_tokens = sum(e.n_tokens for e in looked.found if e is not None)
+            check_request_tokens(sum(p.n_tokens for p in measured) + cached_tokens, self.settings)
+            computed = None
+            if should_queue(measured, self.settings):
+                jobs_items = [
+                    JobItem.of(x, k if policy.write else None, p)
+                    for x, k, p in zip(m_inputs, m_keys, m_params, strict=True)
+                ]
+                computed, job_id = await self._via_job(jobs_items, req.truncate)
+            if computed is None:
+                computed = await pipeline.compute(
+                    m_inputs, m_params, m_keys, policy, truncate=req.truncate, measured=measured
+                )
+            for i, emb in zip(miss, computed, strict=True):
+                looked.found[i] = emb
+        embeddings: list[Embedding] = looked.found  # type: ignore[assignment]
+        if len(embeddings) != len(items):
             raise InternalError(
-                f"the model returned {len(embedded.embeddings)} embeddings for {len(items)} inputs"
+                f"the model returned {len(embeddings)} embeddings for {len(items)} inputs"
             )
-        if not (self.settings.cache and backends is not None):
-            cache = CACHE_OFF
-        elif not policy.read:
-            cache = CACHE_BYPASS
-        else:
-            cache = embedded.cache_status
         origins = [origin_of(r) for r in items]
-        result = self._result(req.encoding_format, req.dimensions, origins, embedded.embeddings)
-        result.cache, result.job_id = cache, embedded.job_id
+        result = self._result(req.encoding_format, req.dimensions, origins, embeddings)
+        result.cache, result.job_id = self._cache_header(policy, len(items), len(miss)), job_id
         return result
+
+    def _cache_header(self, policy: CachePolicy, n: int, computed: int) -> str:
+        cache = self.pipeline.cache
+        if cache is None or not cache.available:
+            return CACHE_OFF
+        if not policy.read:
+            return CACHE_BYPASS
+        if computed == 0:
+            return "hit"
+        return "miss" if computed == n else "partial"
+
+    async def _via_job(
+        self, items: list[JobItem], truncate: bool
+    ) -> tuple[list[Embedding] | None, str | None]:
+        """Run the misses as a job and wait; ``(None, None)`` when no job can run (the queue
+        is down or no worker serves this model): then they are computed inline."""
+        jobs = self.backends.jobs if self.backends is not None else None
+        if jobs is None:
+            return None, None
+        try:
+            if not await jobs.has_workers():
+                raise QueueUnavailable(f"no live worker serves queue {jobs.queue!r}")
+            st = await jobs.submit(items, {"sync": True, "truncate": truncate,
+                                           "cache_read": False})  # fmt: skip
+        except QueueUnavailable as exc:
+            if not self._queue_down_logged:
+                log.warning("jobs unavailable (%s); computing large requests inline", exc.message)
+                self._queue_down_logged = True
+            return None, None
+        self._queue_down_logged = False
+        try:
+            return await jobs.wait(st.id), st.id
+        except asyncio.CancelledError:
+            # The client went away: stop the job's remaining chunks.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(jobs.cancel(st.id))
+            raise
 
     # ---- the async jobs API -----------------------------------------------------------------
     async def submit_job(
@@ -161,25 +211,25 @@ class EmbeddingService:
     ) -> dict[str, Any]:
         """Validate every item (resolve, fetch, decode, tokenise, limits) before anything is
         queued, then queue the whole request as one job."""
-        info, items = await self._resolve(req)
+        _, items = await self._resolve(req)
         jobs = self._jobs()
-        inputs = [r.item for r in items]
-        prepared = await asyncio.to_thread(
-            prepare_items, self.engine, inputs, [r.param for r in items], req.truncate
-        )
-        check_request_tokens(sum(p.n_tokens for p in prepared), self.settings)
+        inputs, params = [r.item for r in items], [r.param for r in items]
+        measured = await self.pipeline.measure(inputs, params, req.truncate)
+        check_request_tokens(sum(p.n_tokens for p in measured), self.settings)
         policy = self.cache_policy(cache_control)
-        keys: Sequence[str | None] = [None] * len(inputs)
-        if policy.write:
-            keys = cache_keys(info.fingerprint, inputs, truncate=req.truncate)
+        keys = self.pipeline.keys(inputs, policy, truncate=req.truncate)
         meta = {
             "encoding_format": req.encoding_format,
             "dimensions": req.dimensions,
             "origins": [list(origin_of(r)) for r in items],
             "cache_read": policy.read,
+            "truncate": req.truncate,
         }
-        job_items = [JobItem(x, keys[i], index=i) for i, x in enumerate(inputs)]
-        status = await jobs.submit(job_items, meta, truncate=req.truncate)
+        job_items = [
+            JobItem.of(x, k if policy.write else None, p)
+            for x, k, p in zip(inputs, keys, params, strict=True)
+        ]
+        status = await jobs.submit(job_items, meta)
         return status.to_dict()
 
     async def job_status(self, job_id: str) -> dict[str, Any]:
@@ -192,7 +242,7 @@ class EmbeddingService:
         jobs = self._jobs()
         status = await jobs.status(job_id)
         embeddings = await jobs.result(job_id, status)
-        meta = status.request_meta
+        meta = status.meta
         fmt = encoding_format or meta.get("encoding_format", "float")
         if fmt not in ("float", "base64"):
             raise InvalidRequest(
@@ -205,13 +255,13 @@ class EmbeddingService:
         result.job_id = job_id
         return result
 
-    def _jobs(self) -> JobStore:
+    def _jobs(self) -> JobClient:
         if self.backends is None:
             raise QueueUnavailable(
                 "this server runs without Redis, so it has no jobs API",
                 headers={"Retry-After": "60"},
             )
-        return self.backends.job_store()
+        return self.backends.job_client()
 
     # ---- the response ------------------------------------------------------------------------
     def _result(

@@ -93,6 +93,16 @@ class Settings:
     )
     job_ttl: int = _opt("Seconds job results are kept.", default=24 * 3600)
     job_chunk_size: int = _opt("Items per job chunk (workers share chunks).", default=8)
+    job_lease: float = _opt(
+        "Seconds a worker's chunk lives without a heartbeat before RQ retries it elsewhere.",
+        default=10.0,
+    )
+    job_beat_interval: float = _opt("Seconds between a busy worker's heartbeats.", default=1.0)
+    orphan_timeout: float = _opt(
+        "Seconds an active job may go without progress while no live worker serves its model "
+        "before it fails.",
+        default=60.0,
+    )
     local_worker: bool = _opt(
         "Run an in-process worker sharing the loaded model (--no-local-worker).", default=True
     )
@@ -153,9 +163,14 @@ def _convert(f: dataclasses.Field, raw: str) -> Any:
     return raw
 
 
-def build_parser(prog: str = "mlx-embeddings-server", only: Sequence[str] | None = None):
+def build_parser(
+    prog: str = "mlx-embeddings-server",
+    only: Sequence[str] | None = None,
+    parents: Sequence[argparse.ArgumentParser] = (),
+):
     parser = argparse.ArgumentParser(
         prog=prog,
+        parents=list(parents),
         description="OpenAI-compatible embeddings server for MLX models. "
         f"Every flag can also be set as an environment variable {ENV_PREFIX}<FLAG_NAME>.",
     )
@@ -189,10 +204,11 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     prog: str = "mlx-embeddings-server",
     only: Sequence[str] | None = None,
+    parents: Sequence[argparse.ArgumentParser] = (),
 ) -> Settings:
     """Build the one Settings object. Exits with a usage error when --model is missing."""
     env = os.environ if env is None else env
-    parser = build_parser(prog, only)
+    parser = build_parser(prog, only, parents)
     args = parser.parse_args(argv)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):

@@ -5,13 +5,14 @@
 1. A 16-image batch through the tiny ColQwen2.5, inline vs as a job served by the in-process
    local worker (the embedded default: same engine, same MLX thread), on the embedded Redis.
 2. A 64-item job on a sleep-bound fake model (0.1 s per 4-item chunk) served by 1, 2 and 4
-   ``python -m workers.testing`` worker processes: wall time and items/s.
+   ``tests/fake_worker.py`` worker processes (real RQ workers): wall time and items/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import statistics
 import subprocess
@@ -30,19 +31,31 @@ preload_openblas("auto")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from app import dispatch, jobs  # noqa: E402
+from app.cache import CachePolicy  # noqa: E402
 from app.engine.base import ImageInput, TextInput  # noqa: E402
-from app.job_items import JobItem  # noqa: E402
+from app.jobs.client import JobClient  # noqa: E402
+from app.jobs.items import JobItem  # noqa: E402
+from app.jobs.worker import LocalWorker, live_workers  # noqa: E402
+from app.pipeline import Pipeline  # noqa: E402
 from app.redis_embedded import start_redis  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from workers.local import LocalWorker  # noqa: E402
+
+FAKE_FINGERPRINT = "fake|multi_vector|8"  # tests/fake_adapter.FakeAdapter's default
+
+
+def _items(inputs) -> list[JobItem]:
+    return [JobItem.of(x, None, f"input[{i}]") for i, x in enumerate(inputs)]
 
 
 def images(n: int, seed: int) -> list[ImageInput]:
+    """Pages as a client sends them: PNG files (a job ships these bytes, not a re-encoding)."""
     out = []
     for i in range(n):
         px = np.random.default_rng(seed * 1000 + i).integers(0, 255, (448, 448, 3), dtype=np.uint8)
-        out.append(ImageInput(Image.fromarray(px, "RGB"), content_hash=f"jb-{seed}-{i}"))
+        buf = io.BytesIO()
+        Image.fromarray(px, "RGB").save(buf, "PNG")
+        out.append(ImageInput(Image.fromarray(px, "RGB"), content_hash=f"jb-{seed}-{i}",
+                              meta={"format": "png"}, source=buf.getvalue()))  # fmt: skip
     return out
 
 
@@ -59,36 +72,31 @@ def load_tiny(tmp: Path):
 
 
 async def overhead(handle, engine, settings, reps: int) -> None:
-    store = jobs.JobStore(handle, settings, engine.info.fingerprint)
+    jobs = JobClient(handle, settings, engine.info.fingerprint)
+    pipe = Pipeline(engine, None)
     inline, queued = [], []
     for rep in range(reps + 1):
         batch = images(16, rep)
+        params = [f"input[{i}]" for i in range(16)]
         t = time.perf_counter()
-        a = await dispatch.embed_inputs(batch, engine=engine, settings=settings)
+        await pipe.compute(batch, params, [None] * 16, CachePolicy(), truncate=False)
         t_inline = time.perf_counter() - t
         t = time.perf_counter()
-        b = await dispatch.embed_inputs(batch, engine=engine, settings=settings, jobs=store)
+        st = await jobs.submit(_items(batch), {})
+        await jobs.wait(st.id)
         t_queued = time.perf_counter() - t
-        assert a.job_id is None and b.job_id is not None
         if rep:  # the first round warms up
             inline.append(t_inline)
             queued.append(t_queued)
     i, q = statistics.median(inline), statistics.median(queued)
-    # Where the time goes: PNG-encoding the pages at submit, and one trivial job's round trip.
-    from app.job_items import encode_items
-
-    t = time.perf_counter()
-    encode_items([JobItem(x) for x in images(16, 99)])
-    t_png = time.perf_counter() - t
     trips = []
     for rep in range(20):
         t = time.perf_counter()
-        st = await store.submit([JobItem(TextInput(f"trip {rep}"))], {})
-        await store.wait(st.id)
+        st = await jobs.submit(_items([TextInput(f"trip {rep}")]), {})
+        await jobs.wait(st.id)
         trips.append(time.perf_counter() - t)
-    await store.close()
-    print(f"PNG-encoding 16 noise pages at submit: {t_png * 1000:.0f} ms; round trip of a "
-          f"1-item text job: {statistics.median(trips) * 1000:.1f} ms")  # fmt: skip
+    await jobs.close()
+    print(f"round trip of a 1-item text job: {statistics.median(trips) * 1000:.1f} ms")
     print(f"16 images, tiny ColQwen2.5: inline {i * 1000:.1f} ms, queued (local worker, "
           f"2 chunks of 8) {q * 1000:.1f} ms -> overhead {(q - i) * 1000:+.1f} ms "
           f"(x{q / i:.2f})")  # fmt: skip
@@ -101,8 +109,7 @@ async def throughput(handle, n_workers: int, items: int = 64, delay: float = 0.1
         subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "workers.testing",
+                str(REPO / "tests" / "fake_worker.py"),
                 "--redis-url",
                 handle.url,
                 "--queue",
@@ -116,16 +123,15 @@ async def throughput(handle, n_workers: int, items: int = 64, delay: float = 0.1
         for _ in range(n_workers)
     ]
     try:
-        r = handle.sync_client()
-        while len(jobs.live_workers(r, settings.queue_name)) < n_workers:
+        jobs = JobClient(handle, settings, FAKE_FINGERPRINT)
+        while len(live_workers(jobs.sync, jobs.queue, 5)) < n_workers:
             await asyncio.sleep(0.05)
-        store = jobs.JobStore(handle, settings, "fake-model@v1")
         t = time.perf_counter()
-        st = await store.submit([JobItem(TextInput(f"item {i}")) for i in range(items)], {})
-        out = await store.wait(st.id, timeout=120)
+        st = await jobs.submit(_items([TextInput(f"item {i}") for i in range(items)]), {})
+        out = await jobs.wait(st.id, timeout=120)
         wall = time.perf_counter() - t
         assert len(out) == items
-        await store.close()
+        await jobs.close()
     finally:
         for p in procs:
             p.terminate()
@@ -143,7 +149,8 @@ def main() -> None:
         print(f"redis: {handle.kind} {handle.url}")
         try:
             engine, settings = load_tiny(Path(tmp) / "models")
-            worker = LocalWorker(handle, settings, engine).start()
+            queue = JobClient(handle, settings, engine.info.fingerprint).queue
+            worker = LocalWorker(engine, handle, settings, queue).start()
             asyncio.run(overhead(handle, engine, settings, args.reps))
             worker.stop()
             engine.close()

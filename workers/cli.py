@@ -1,40 +1,45 @@
-"""``mlx-embeddings-worker --model M --redis-url URL [--queue NAME] [--burst]``.
+"""``mlx-embeddings-worker --model M [--redis-url URL] [--queue-name NAME] [--burst]``.
 
-An RQ ``SimpleWorker`` (no fork: the forking worker would reload the model for every job)
-in the main thread, with the model loaded once per process. Without ``--redis-url`` it joins
-the embedded Redis of a server running on the same ``--data-dir``.
+An RQ worker (:class:`app.jobs.worker.EmbedWorker`, a ``SimpleWorker``: no fork) in the main
+thread, with the model loaded once for the process. Without ``--redis-url`` it joins the
+embedded Redis of a server running on the same ``--data-dir``. It serves only the chunks of the
+model setup it holds (model, dtype, prompts: one queue each).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rq import Queue, SimpleWorker
-
 from app.redis_embedded import RedisHandle, embedded_url, mask_url
 from app.settings import Settings, load_settings
-from workers import runtime
-from workers.local import worker_name
-from workers.presence import Presence
 
 log = logging.getLogger("mlx-embeddings-worker")
 
+# What only the server uses (HTTP, request and media limits, job submission): hidden here.
+SERVER_ONLY = frozenset({
+    "host", "port", "max_inputs", "max_tokens_per_request", "max_body_bytes", "redis_server",
+    "redis_maxmemory", "queue_threshold", "queue_pixel_budget", "job_ttl", "job_chunk_size",
+    "local_worker", "orphan_timeout", "allowed_media_domains", "allow_private_media",
+    "allowed_local_media_path", "media_connect_timeout", "media_timeout", "media_max_bytes",
+    "max_image_pixels", "pdf_dpi", "max_pdf_pages",
+})  # fmt: skip
+
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace]:
-    extra = argparse.ArgumentParser(prog="mlx-embeddings-worker", add_help=False)
-    extra.add_argument("--queue", dest="queue", default=None, help="alias of --queue-name")
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--queue", default=None, help="alias of --queue-name")
     extra.add_argument("--burst", action="store_true", help="quit when the queue is empty")
     extra.add_argument("--name", default=None, help="worker name (default: host-pid-random)")
     ours, rest = extra.parse_known_args(argv)
     if ours.queue:
         rest = [*rest, "--queue-name", ours.queue]
-    if "-h" in rest or "--help" in rest:
-        extra.print_help()
-    settings = load_settings(rest, prog="mlx-embeddings-worker")
+    only = [f.name for f in dataclasses.fields(Settings) if f.name not in SERVER_ONLY]
+    settings = load_settings(rest, prog="mlx-embeddings-worker", only=only, parents=[extra])
     return settings, ours
 
 
@@ -49,34 +54,25 @@ def redis_url_for(settings: Settings) -> str:
 
 
 def run_worker(
-    settings: Settings,
-    engine: Any,
-    *,
-    redis_url: str,
-    burst: bool = False,
-    name: str | None = None,
-    orphan_timeout: float = 300.0,
+    settings: Settings, engine: Any, *, redis_url: str, burst: bool = False, name: str | None = None
 ) -> bool:
     """Serve chunks until stopped (SIGINT/SIGTERM: finish the current chunk, then quit)."""
+    from app.jobs.chunks import queue_name
+    from app.jobs.worker import EmbedWorker, make_worker, worker_name
+
     handle = RedisHandle(kind="external", url=redis_url)
-    runtime.set_engine(engine, settings)
-    name = name or worker_name("worker")
-    conn = handle.sync_client()
-    queue = Queue(settings.queue_name, connection=conn)
-    worker = SimpleWorker([queue], connection=conn, name=name)
-    info = engine.info
+    queue = queue_name(settings.queue_name, engine.info.fingerprint)
+    worker = make_worker(
+        EmbedWorker, engine, handle, settings, queue, name or worker_name("worker")
+    )
     log.info(
-        "worker %s: model %s (fingerprint %s), queue %r, redis %s",
-        name, settings.model_name, info.fingerprint, settings.queue_name, mask_url(redis_url),
+        "worker %s: model %s, queue %r, redis %s",
+        worker.name, settings.model_name, queue, mask_url(redis_url),
     )  # fmt: skip
-    presence = Presence(
-        handle.sync_client(), name, settings.queue_name, settings.model_name,
-        orphan_timeout=orphan_timeout,
-    ).start()  # fmt: skip
     try:
         return worker.work(burst=burst, logging_level=settings.log_level.upper())
     finally:
-        presence.stop()
+        worker.context.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,11 +27,14 @@ class TokenInput:
 
 @dataclass(frozen=True)
 class ImageInput:
-    """A decoded RGB page or picture. ``content_hash`` identifies the decoded media bytes."""
+    """A decoded RGB page or picture. ``content_hash`` identifies the decoded pixels;
+    ``source`` holds the image file it was decoded from (None for rendered PDF pages), so a job
+    ships the original bytes and a worker decodes exactly the same pixels."""
 
     image: Image.Image
     content_hash: str = ""
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    source: bytes | None = field(default=None, compare=False, repr=False)
 
 
 EngineInput = TextInput | TokenInput | ImageInput

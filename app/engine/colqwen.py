@@ -21,7 +21,7 @@ import numpy as np
 from app.engine.base import Embedding, EngineInput, ImageInput, ModelInfo, Prepared, TextInput
 from app.engine.colqwen_processor import ColQwenPayload, ColQwenProcessor
 from app.engine.loading import apply_dtype, dtype_name, load_mlx_model, weights_fingerprint
-from app.errors import UnsupportedInput
+from app.errors import MediaError, UnsupportedInput
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,17 @@ class ColQwenAdapter:
             raise UnsupportedInput(f"unsupported input type {type(item).__name__}")
         payload = ColQwenPayload(input_ids=np.asarray(ids, dtype=np.int32))
         return Prepared(n_tokens=len(ids), payload=payload, kind="text")
+
+    def measure(self, item: EngineInput, *, truncate: bool = False) -> Prepared:
+        """``prepare`` for text; for an image only its token count (payload None)."""
+        if not isinstance(item, ImageInput):
+            return self.prepare(item, truncate=truncate)
+        w, h = item.image.size
+        try:
+            n_tokens = self.processor.image_token_count(w, h)
+        except ValueError as exc:  # e.g. an aspect ratio over 200
+            raise MediaError(f"this image cannot be embedded: {exc}") from None
+        return Prepared(n_tokens=n_tokens, payload=None, kind="image", pixels=w * h)
 
     # ---- MLX thread only ------------------------------------------------------------------------
     def forward(self, batch: list[Prepared]) -> list[Embedding]:

@@ -175,6 +175,17 @@ class ColQwenProcessor:
         keep = max(0, max_tokens - len(self._suffix_ids))
         return ((self._prefix_ids + list(ids))[:keep] + self._suffix_ids)[:max_tokens]
 
+    def image_token_count(self, width: int, height: int) -> int:
+        """The tokens an image of this decoded size becomes (visual prompt included), from the
+        resize rule alone: no pixel is resampled."""
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+        factor = self.patch_size * self.merge_size
+        h, w = smart_resize(
+            height, width, factor, min_pixels=self.min_pixels, max_pixels=self.max_pixels
+        )
+        return len(self._encode(self.visual_prompt)) - 1 + (h // factor) * (w // factor)
+
     def image_payload(self, image: Image.Image) -> ColQwenPayload:
         out = self.image_processor(images=[image.convert("RGB")], return_tensors="np")
         pixel_values = np.ascontiguousarray(out["pixel_values"], dtype=np.float32)

@@ -94,8 +94,12 @@ class Engine:
         with self._cv:
             self._stop = True
             self._cv.notify_all()
+        # A model still loading cannot be interrupted: do not wait for it (the thread is a
+        # daemon), so Ctrl-C during start-up stops at once.
+        loading = not self._ready.is_set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._stopped.wait(timeout)
+            if not loading:
+                self._stopped.wait(timeout)
 
     # ---- submission ------------------------------------------------------------------------
     def prepare(self, item: EngineInput, *, truncate: bool = False) -> Prepared:
@@ -103,6 +107,14 @@ class Engine:
         if self.adapter is None:
             raise ModelNotReady("the model is still loading; retry shortly")
         return self.adapter.prepare(item, truncate=truncate)
+
+    def measure(self, item: EngineInput, *, truncate: bool = False) -> Prepared:
+        """Validate one item and count its tokens. An adapter with a ``measure`` may skip the
+        costly preprocessing (then ``payload`` is None and ``prepare`` completes it)."""
+        if self.adapter is None:
+            raise ModelNotReady("the model is still loading; retry shortly")
+        fn = getattr(self.adapter, "measure", None) or self.adapter.prepare
+        return fn(item, truncate=truncate)
 
     @contextlib.contextmanager
     def incoming(self, n: int) -> Iterator[Announcement]:

@@ -163,3 +163,12 @@ def test_invalid_token_ids(colqwen_engine: Engine) -> None:
     image_pad = colqwen_engine.adapter.processor.image_token_id
     with pytest.raises(InvalidTokenIds):
         colqwen_engine.prepare(TokenInput((1, image_pad)))
+
+
+@pytest.mark.parametrize("h,w", [(100, 150), (28, 28), (10, 900), (1100, 850), (3000, 2000)])
+def test_measure_counts_image_tokens_without_preprocessing(colqwen_engine: Engine, h, w) -> None:
+    item = ImageInput(_image(h, w))
+    measured = colqwen_engine.measure(item)
+    assert measured.payload is None and measured.kind == "image"
+    assert measured.pixels == h * w
+    assert measured.n_tokens == colqwen_engine.prepare(item).n_tokens

@@ -167,20 +167,51 @@ def test_bad_item_is_rejected_before_anything_is_queued(cached_server) -> None:
     assert r.status_code == 400
     err = r.json()["error"]
     assert err["param"] == "input[1]" and err["code"] == "context_length_exceeded"
-    assert backends.jobs.sync.scard("mlxemb:jobs:active") == 0
+    assert backends.jobs.sync.zcard("mlxemb:jobs:expiry") == 0
     assert len(adapter.seen) == before
 
 
-def test_sync_request_times_out_with_504_when_no_worker_runs() -> None:
+def test_sync_request_without_a_live_worker_is_computed_inline() -> None:
     adapter = FakeAdapter(kind="multi_vector", name=MV_MODEL, dim=8)
-    served, thread, _ = _served(adapter, local_worker=False, job_timeout=1.0)
+    served, thread, backends = _served(adapter, local_worker=False, job_timeout=1.0)
     try:
-        images = [_png_uri(200 + i) for i in range(5)]
+        images = [_png_uri(200 + i) for i in range(5)]  # more than queue_threshold=3
+        r = post(served, {"model": MV_MODEL, "input": images})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["data"]) == 5
+        assert backends.jobs.sync.zcard("mlxemb:jobs:expiry") == 0  # no job was made
+    finally:
+        thread.stop()
+
+
+def test_sync_request_times_out_with_504_when_the_worker_is_too_slow() -> None:
+    adapter = FakeAdapter(kind="multi_vector", name=MV_MODEL, dim=8, forward_delay=1.5)
+    served, thread, _ = _served(adapter, job_timeout=1.0)
+    try:
+        images = [_png_uri(300 + i) for i in range(5)]
         t0 = time.time()
         r = post(served, {"model": MV_MODEL, "input": images})
         assert r.status_code == 504, r.text
         assert r.json()["error"]["code"] == "job_timeout"
         assert time.time() - t0 < 10
+    finally:
+        thread.stop()
+
+
+def test_result_of_a_cancelled_job_is_409_job_cancelled_not_500() -> None:
+    adapter = FakeAdapter(kind="multi_vector", name=MV_MODEL, dim=8, forward_delay=0.3)
+    served, thread, _ = _served(adapter)
+    try:
+        with served.client() as c:
+            job = c.post(
+                "/v1/embeddings/jobs", json={"model": MV_MODEL, "input": ["a", "b", "c", "d"]}
+            ).json()
+            assert c.delete(f"/v1/embeddings/jobs/{job['id']}").json()["status"] == "cancelled"
+            r = c.get(f"/v1/embeddings/jobs/{job['id']}/result")
+            assert r.status_code == 409, r.text
+            err = r.json()["error"]
+            assert err["code"] == "job_cancelled" and err["param"] == "job_id"
+            assert "cancelled" in err["message"]
     finally:
         thread.stop()
 
@@ -192,6 +223,7 @@ def test_redis_unreachable_inline_still_works_and_jobs_answer_503() -> None:
     try:
         r = post(served, {"model": MV_MODEL, "input": ["still works"]})
         assert r.status_code == 200, r.text
+        assert r.headers["x-cache"] == "off"  # not "miss": nothing was looked up
         r = post(served, {"model": MV_MODEL, "input": "x"}, path="/v1/embeddings/jobs")
         assert r.status_code == 503, r.text
         assert r.headers["retry-after"]
@@ -199,6 +231,7 @@ def test_redis_unreachable_inline_still_works_and_jobs_answer_503() -> None:
         with served.client() as c:
             health = c.get("/health").json()
         assert health["redis"]["status"].startswith("unreachable")
+        assert health["jobs_api"] == "unavailable"  # not "open" while it answers 503
     finally:
         thread.stop()
 

@@ -56,16 +56,18 @@ def spawn_worker() -> Iterator[Callable[..., subprocess.Popen]]:
     procs: list[subprocess.Popen] = []
 
     def spawn(url: str, *, model: Path | None = None, queue: str = "mlx-embeddings",
-              delay: float = 0.0, name: str | None = None) -> subprocess.Popen:  # fmt: skip
+              delay: float = 0.0, name: str | None = None, lease: float = 10.0,
+              extra: tuple[str, ...] = (), **popen: object) -> subprocess.Popen:  # fmt: skip
         if model is not None:
             cmd = [sys.executable, "-m", "workers.cli", "--model", str(model)]
         else:
-            cmd = [sys.executable, "-m", "workers.testing", "--delay", str(delay)]
-        cmd += ["--redis-url", url, "--queue", queue, "--log-level", "warning"]
+            cmd = [sys.executable, str(REPO_ROOT / "tests" / "fake_worker.py"),
+                   "--delay", str(delay), "--lease", str(lease)]  # fmt: skip
+        cmd += ["--redis-url", url, "--queue", queue, "--log-level", "warning", *extra]
         if name:
             cmd += ["--name", name]
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env)
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, **popen)  # type: ignore[arg-type]
         procs.append(proc)
         return proc
 
@@ -78,14 +80,14 @@ def spawn_worker() -> Iterator[Callable[..., subprocess.Popen]]:
 
 @pytest.fixture
 def workers_up() -> Callable[..., None]:
-    """``workers_up(handle, n)``: wait until ``n`` workers beat on the queue."""
+    """``workers_up(handle, n)``: wait until ``n`` workers (of any model) beat in RQ."""
 
-    def wait(handle: RedisHandle, n: int, queue: str = "mlx-embeddings", timeout: float = 60.0):
-        from app.jobs import live_workers
+    def wait(handle: RedisHandle, n: int, timeout: float = 60.0):
+        from app.jobs.worker import live_workers
 
         r = handle.sync_client()
         deadline = time.monotonic() + timeout
-        while len(live_workers(r, queue)) < n:
+        while len(live_workers(r, None, 5.0)) < n:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{n} worker(s) did not come up in {timeout} s")
             time.sleep(0.05)

@@ -7,6 +7,7 @@ import base64
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -90,3 +91,72 @@ def test_results_survive_a_restart_and_a_second_worker_joins(tiny_colqwen_path: 
     finally:
         again.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _redis_pid(data_dir: Path) -> int:
+    return int((data_dir / "redis" / "redis.pid").read_text().strip())
+
+
+def test_a_killed_embedded_redis_is_restarted_and_the_cache_hits_again(
+    tiny_colqwen_path: Path,
+) -> None:
+    model = ["--model", str(tiny_colqwen_path), "--served-model-name", "tiny"]
+    server = ServerProcess(model).wait_healthy()
+    try:
+        body = {"model": "tiny", "input": ["a query that is cached"]}
+        assert httpx.post(server.url + "/v1/embeddings", json=body).headers["x-cache"] == "miss"
+        assert httpx.post(server.url + "/v1/embeddings", json=body).headers["x-cache"] == "hit"
+        time.sleep(1.5)  # appendfsync everysec
+        pid = _redis_pid(server.data_dir)
+        os.kill(pid, 9)
+        deadline = time.monotonic() + 20
+        while True:
+            health = httpx.get(server.url + "/health").json()
+            if health["redis"].get("restarts") == 1 and health["redis"]["status"] == "ok":
+                break
+            assert time.monotonic() < deadline, health
+            time.sleep(0.2)
+        assert _redis_pid(server.data_dir) != pid
+        r = httpx.post(server.url + "/v1/embeddings", json=body)
+        assert r.status_code == 200 and r.headers["x-cache"] == "hit"  # the AOF came back
+        assert health["jobs_api"] == "open" and health["workers"]["alive"] == 1
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_start_up_stops_the_server_and_its_redis(
+    tiny_colqwen_path: Path, sig: signal.Signals
+) -> None:
+    for wait_for_http in (False, True):
+        server = ServerProcess(["--model", str(tiny_colqwen_path)])
+        try:
+            if wait_for_http:  # Sanic is up; the model may still be loading
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        httpx.get(server.url + "/health", timeout=1)
+                        break
+                    except httpx.TransportError:
+                        assert time.monotonic() < deadline
+                        time.sleep(0.05)
+            else:
+                time.sleep(0.5)
+            server.proc.send_signal(sig)
+            rc = server.proc.wait(20)
+            assert rc in (0, 130), server.output()
+            deadline = time.monotonic() + 10
+            pidfile = server.data_dir / "redis" / "redis.pid"
+            while pidfile.exists() and _alive(int(pidfile.read_text() or 0)):
+                assert time.monotonic() < deadline, "the embedded redis-server outlived the server"
+                time.sleep(0.1)
+        finally:
+            server.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    return pid > 0

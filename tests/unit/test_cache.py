@@ -21,10 +21,7 @@ from app.cache import (
     encode_embedding,
     item_key,
 )
-from app.dispatch import embed_inputs
 from app.engine.base import Embedding, ImageInput, TextInput, TokenInput
-from app.settings import Settings
-from workers.testing import fake_engine
 
 FP = "org/model@abc123"
 
@@ -192,82 +189,3 @@ def test_unreachable_redis_is_skipped_logged_once_and_retried(caplog):
     warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(warnings) == 1
     assert any("reachable again" in r.getMessage() for r in caplog.records)
-
-
-# ---- per-item lookup through the dispatcher ------------------------------------------------
-def _settings(**kw) -> Settings:
-    return Settings(model="fake", **kw)
-
-
-def test_partial_hits_compute_only_misses_and_are_bit_identical():
-    server = fakeredis.FakeServer()
-    engine = fake_engine()
-    settings = _settings()
-    inputs = [TextInput(f"text {i}") for i in range(10)]
-
-    async def run():
-        cache = EmbeddingCache(lambda: fakeredis.FakeAsyncRedis(server=server), ttl=60)
-        first = await embed_inputs(inputs[:7], engine=engine, settings=settings, cache=cache)
-        assert (first.cached, first.computed) == (0, 7)
-        before = engine.items_computed
-        second = await embed_inputs(inputs, engine=engine, settings=settings, cache=cache)
-        assert (second.cached, second.computed) == (7, 3)
-        assert engine.items_computed - before == 3
-        fresh = await embed_inputs(inputs, engine=engine, settings=settings, cache=None)
-        for a, b in zip(second.embeddings, fresh.embeddings, strict=True):
-            assert a.vectors.tobytes() == b.vectors.tobytes() and a.n_tokens == b.n_tokens
-        calls = engine.forward_calls
-        third = await embed_inputs(inputs, engine=engine, settings=settings, cache=cache)
-        assert third.cached == 10 and engine.forward_calls == calls  # no forward pass at all
-
-    try:
-        asyncio.run(run())
-    finally:
-        engine.close()
-
-
-def test_no_cache_revalidates_and_no_store_leaves_nothing():
-    server = fakeredis.FakeServer()
-    sync = fakeredis.FakeRedis(server=server)
-    engine = fake_engine()
-    settings = _settings()
-    inputs = [TextInput("a"), TextInput("b")]
-
-    async def run():
-        cache = EmbeddingCache(lambda: fakeredis.FakeAsyncRedis(server=server), ttl=60)
-        out = await embed_inputs(inputs, engine=engine, settings=settings, cache=cache,
-                                 policy=CachePolicy(read=False, write=False))  # fmt: skip
-        assert out.computed == 2 and not sync.keys("mlxemb:c:*")
-        out = await embed_inputs(inputs, engine=engine, settings=settings, cache=cache,
-                                 policy=CachePolicy.from_request("no-cache"))  # fmt: skip
-        assert out.computed == 2 and len(sync.keys("mlxemb:c:*")) == 2
-        out = await embed_inputs(inputs, engine=engine, settings=settings, cache=cache,
-                                 policy=CachePolicy.from_request("no-cache"))  # fmt: skip
-        assert out.computed == 2  # never read, always recomputed
-        out = await embed_inputs(inputs, engine=engine, settings=settings, cache=cache)
-        assert out.cached == 2
-        disabled = EmbeddingCache.from_settings(None, _settings(cache=False))
-        out = await embed_inputs(inputs, engine=engine, settings=settings, cache=disabled)
-        assert out.computed == 2
-
-    try:
-        asyncio.run(run())
-    finally:
-        engine.close()
-
-
-def test_item_error_names_its_input():
-    from app.errors import InvalidRequest
-    from workers.testing import BAD_TEXT
-
-    engine = fake_engine()
-    try:
-        with pytest.raises(InvalidRequest) as info:
-            asyncio.run(
-                embed_inputs(
-                    [TextInput("ok"), TextInput(BAD_TEXT)], engine=engine, settings=_settings()
-                )  # fmt: skip
-            )
-        assert info.value.param == "input[1]"
-    finally:
-        engine.close()

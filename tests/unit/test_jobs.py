@@ -1,43 +1,48 @@
-"""Job dispatch, items, state machine, watchdog and the local worker — on fakeredis."""
+"""Jobs on RQ's machinery (store, chunks as an RQ group, the worker, the client) on fakeredis
+with the in-process worker and the FakeAdapter. Faults with real processes: tests/integration."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
 import time
 
 import numpy as np
-import orjson
 import pytest
+from fake_adapter import FakeAdapter, fake_engine
 from PIL import Image
 from rq import Queue
+from rq.group import Group
 
-from app import dispatch, jobs
-from app.cache import EmbeddingCache, item_key
-from app.engine.base import ImageInput, Prepared, TextInput, TokenInput
+from app.engine.base import ImageInput, TextInput, TokenInput
 from app.errors import (
-    InvalidRequest,
+    InputTooLong,
+    JobCancelled,
     JobFailed,
     JobNotFinished,
     JobNotFound,
     JobTimeout,
     QueueUnavailable,
 )
-from app.job_items import JobItem, decode_items, encode_items
+from app.jobs import chunks, store
+from app.jobs.client import JobClient
+from app.jobs.items import JobItem
+from app.jobs.worker import LocalWorker, live_workers
 from app.redis_embedded import RedisHandle, start_fakeredis
 from app.settings import Settings
-from workers import runtime
-from workers.local import LocalWorker
-from workers.testing import BAD_TEXT, fake_engine
 
-
-def _settings(**kw) -> Settings:
-    return Settings(model="fake", job_chunk_size=kw.pop("job_chunk_size", 4), **kw)
+SETTINGS = Settings(model="fake", job_chunk_size=4, orphan_timeout=60.0)
 
 
 def _image(i: int) -> ImageInput:
     rng = np.random.default_rng(i)
     img = Image.fromarray(rng.integers(0, 255, (12, 10, 3), dtype=np.uint8), "RGB")
     return ImageInput(img, content_hash=f"hash-{i}", meta={"page": i})
+
+
+def _items(inputs) -> list[JobItem]:
+    return [JobItem.of(x, None, f"input[{i}]") for i, x in enumerate(inputs)]
 
 
 @pytest.fixture
@@ -47,318 +52,230 @@ def handle() -> RedisHandle:
 
 @pytest.fixture
 def engine():
-    eng = fake_engine()
+    eng = fake_engine(FakeAdapter(max_tokens=8), max_wait_ms=0)
+    eng.wait_ready(10)
     yield eng
     eng.close()
-    runtime.clear()
+
+
+def _client(handle, engine, settings: Settings = SETTINGS) -> JobClient:
+    return JobClient(handle, settings, engine.info.fingerprint)
 
 
 @pytest.fixture
 def worker(handle, engine):
-    w = LocalWorker(handle, _settings(), engine).start()
+    w = LocalWorker(engine, handle, SETTINGS, _client(handle, engine).queue).start()
     yield w
     w.stop(timeout=0)  # the idle thread ends on its own within a second
 
 
-def run(coro):
-    return asyncio.run(coro)
-
-
-# ---- dispatch ------------------------------------------------------------------------------
-def _prep(kind: str, pixels: int = 100) -> Prepared:
-    return Prepared(n_tokens=1, payload=None, kind=kind, pixels=pixels if kind == "image" else 0)
-
-
-def test_should_queue_threshold_and_pixel_budget():
-    s = _settings(queue_threshold=8, queue_pixel_budget=10_000)
-    assert not jobs.should_queue([_prep("image")] * 8 + [_prep("text")] * 50, s)
-    assert jobs.should_queue([_prep("image")] * 9, s)
-    assert jobs.should_queue([_prep("image", 6000), _prep("image", 6000)], s)
-    assert not jobs.should_queue([_prep("image", 5000), _prep("image", 5000)], s)
-    assert not jobs.should_queue([], s)
-
-
 # ---- items ---------------------------------------------------------------------------------
-def test_job_items_roundtrip_pixel_exact():
-    img = _image(3)
-    rgba = ImageInput(Image.new("RGBA", (4, 4), (1, 2, 3, 128)), content_hash="h")
-    items = [
-        JobItem(TextInput("héllo"), "k1", 0),
-        JobItem(TokenInput((5, 6, 7)), None, 1),
-        JobItem(img, "k3", 2),
-        JobItem(rgba, None, 3),
-    ]
-    back = decode_items(encode_items(items))
-    assert back[0] == items[0] and back[1] == items[1]
-    assert back[2].input.image.tobytes() == img.image.tobytes()
-    assert back[2].input.content_hash == "hash-3" and back[2].input.meta == {"page": 3}
-    assert back[2].cache_key == "k3" and back[2].index == 2
-    assert back[3].input.image.mode == "RGB"
+def test_items_ship_the_source_bytes_and_decode_to_the_same_pixels():
+    buf = io.BytesIO()
+    Image.fromarray(np.arange(300, dtype=np.uint8).reshape(10, 10, 3)).save(buf, "JPEG")
+    src = buf.getvalue()
+    from app.media.images import decode_image
+
+    decoded = decode_image(src, "jpeg", max_pixels=10**6, param="input[0]")
+    jpeg = ImageInput(decoded, "h1", {"format": "jpeg"}, source=src)
+    page = ImageInput(Image.new("RGBA", (4, 4), (1, 2, 3, 128)), "h2", {"page": 2})
+    items = [JobItem.of(TextInput("héllo"), "k1", "input[0]"),
+             JobItem.of(TokenInput((5, 6, 7)), None, "input[1]"),
+             JobItem.of(jpeg, "k3", "input[2]"), JobItem.of(page, None, "input[3]")]  # fmt: skip
+    assert items[2].value is src  # the original JPEG bytes, not a re-encoding
+    back = [it.to_input() for it in items]
+    assert back[0] == TextInput("héllo") and back[1] == TokenInput((5, 6, 7))
+    assert back[2].image.tobytes() == decoded.tobytes() and back[2].content_hash == "h1"
+    assert back[3].image.mode == "RGB" and back[3].meta == {"page": 2}
+    assert back[3].image.tobytes() == page.image.convert("RGB").tobytes()
 
 
 # ---- the job lifecycle ---------------------------------------------------------------------
 def test_submit_progress_result_delete(handle, engine, worker):
-    settings = _settings()
     inputs = [_image(i) for i in range(10)]
 
     async def go():
-        store = jobs.JobStore(handle, settings, engine.info.fingerprint)
-        st = await store.submit([JobItem(x, None, i) for i, x in enumerate(inputs)], {"a": 1})
+        jobs = _client(handle, engine)
+        st = await jobs.submit(_items(inputs), {"a": 1})
         assert st.id.startswith("embjob_") and len(st.id) > 30
         d = st.to_dict()
         assert d["object"] == "embedding.job" and d["progress"]["total"] == 10
         assert d["status"] in ("queued", "running", "succeeded") and d["error"] is None
-        got = await store.wait(st.id, timeout=10)
-        st = await store.status(st.id)
-        assert st.status == "succeeded" and st.completed == 10 and st.request_meta["a"] == 1
-        assert (await store.result(st.id))[3].vectors.tobytes() == got[3].vectors.tobytes()
-        await store.delete(st.id)
+        got = await jobs.wait(st.id, timeout=10)
+        st = await jobs.status(st.id)
+        assert st.status == "succeeded" and st.completed == 10 and st.meta["a"] == 1
+        assert (await jobs.result(st.id))[3].vectors.tobytes() == got[3].vectors.tobytes()
+        await jobs.delete(st.id)
         with pytest.raises(JobNotFound):
-            await store.status(st.id)
-        with pytest.raises(JobNotFound):
-            await store.delete(st.id)
-        await store.close()
+            await jobs.status(st.id)
+        await jobs.close()
         return got
 
-    got = run(go())
+    got = asyncio.run(go())
     inline = engine.embed_blocking([engine.prepare(x) for x in inputs])
     for a, b in zip(got, inline, strict=True):
         assert a.vectors.tobytes() == b.vectors.tobytes() and a.n_tokens == b.n_tokens
         assert a.extras == b.extras
-    sync = handle.sync_client()
-    assert not sync.keys("mlxemb:job:*")
+    assert not handle.sync_client().keys("mlxemb:job:*")
 
 
-def test_chunks_are_separate_rq_jobs(handle, engine):
-    settings = _settings(job_chunk_size=4)
+def test_chunks_are_one_rq_group_with_one_retry_policy(handle, engine):
+    jobs = _client(handle, engine)
+    st = asyncio.run(jobs.submit(_items([TextInput(f"t{i}") for i in range(10)]), {}))
+    r = handle.sync_client()
+    group = Group(r, name=st.id).get_jobs()
+    assert sorted(j.args[1] for j in group) == [0, 4, 8]  # chunk start offsets
+    assert all(j.retries_left == chunks.CHUNK_RETRIES for j in group)
+    assert all(j.failure_callback is chunks.chunk_failed for j in group)
+    assert Queue(jobs.queue, connection=r).count == 3
+    assert jobs.queue.startswith("mlx-embeddings:")
+
+
+def test_a_bad_item_fails_the_job_with_its_own_error_at_once(handle, engine, worker):
+    items = _items([TextInput("ok"), TextInput("one two three four five six seven eight nine")])
 
     async def go():
-        store = jobs.JobStore(handle, settings, "fp")
-        st = await store.submit([JobItem(TextInput(str(i))) for i in range(10)], {})
-        q = Queue(settings.queue_name, connection=handle.sync_client())
-        assert sorted(q.job_ids) == sorted(jobs.rq_job_id(st.id, k, 1) for k in range(3))
-        with pytest.raises(JobNotFinished):
-            await store.result(st.id)
-        # Chunks move progress one at a time.
-        LocalWorker(handle, settings, engine)  # registry only
-        runtime.set_engine(engine, settings)
-        r = handle.sync_client()
-        task = jobs.start_chunk(r, st.id, 1, 1, "w")
-        assert (await store.status(st.id)).status == "running"
-        outs = [b"x"] * 4
-        assert not jobs.finish_chunk(r, st.id, 1, task.offset, outs)
-        assert (await store.status(st.id)).completed == 4
-        assert not jobs.finish_chunk(r, st.id, 1, task.offset, outs)  # counted once
-        assert (await store.status(st.id)).completed == 4
-        await store.close()
-
-    run(go())
-
-
-def test_failing_item_fails_the_job_with_its_error(handle, engine, worker):
-    async def go():
-        store = jobs.JobStore(handle, _settings(), engine.info.fingerprint)
-        items = [JobItem(TextInput("fine"), None, 0), JobItem(TextInput(BAD_TEXT), None, 7)]
-        st = await store.submit(items, {})
-        with pytest.raises(JobFailed) as info:
-            await store.wait(st.id, timeout=10)
-        assert isinstance(info.value.cause, InvalidRequest)
-        assert info.value.cause.param == "input[7]"
-        st = await store.status(st.id)
-        assert st.status == "failed" and st.to_dict()["error"]["param"] == "input[7]"
+        jobs = _client(handle, engine)
+        st = await jobs.submit(items, {})
+        with pytest.raises(InputTooLong) as info:  # the item's own 400, rebuilt
+            await jobs.wait(st.id, timeout=10)
+        assert info.value.param == "input[1]"
+        st = await jobs.status(st.id)
+        assert st.status == "failed" and st.to_dict()["error"]["code"] == "context_length_exceeded"
         with pytest.raises(JobFailed):
-            await store.result(st.id)
-        await store.close()
+            await jobs.result(st.id)
 
-    run(go())
+    asyncio.run(go())
 
 
-def test_cancel_stops_queued_chunks(handle, engine):
-    settings = _settings()
-
+def test_cancel_drops_queued_chunks_and_result_is_409(handle, engine):
     async def go():
-        store = jobs.JobStore(handle, settings, "fp")
-        st = await store.submit([JobItem(TextInput(str(i))) for i in range(8)], {})
-        st = await store.cancel(st.id)
+        jobs = _client(handle, engine)
+        st = await jobs.submit(_items([TextInput(f"t{i}") for i in range(12)]), {})
+        st = await jobs.cancel(st.id)
         assert st.status == "cancelled"
-        q = Queue(settings.queue_name, connection=handle.sync_client())
-        assert q.count == 0
-        # A chunk that was already dequeued sees the flag and does nothing.
-        assert jobs.start_chunk(handle.sync_client(), st.id, 0, 1, "w") is None
-        with pytest.raises(JobFailed, match="cancelled"):
-            await store.wait(st.id, timeout=1)
-        await store.close()
+        assert Queue(jobs.queue, connection=jobs.sync).count == 0
+        with pytest.raises(JobCancelled):
+            await jobs.result(st.id)
+        with pytest.raises(JobCancelled):
+            await jobs.wait(st.id, timeout=1)
 
-    run(go())
+    asyncio.run(go())
 
 
-def test_wait_times_out_without_blocking_the_loop(handle):
+def test_wait_times_out_without_blocking_the_loop(handle, engine):
     async def go():
-        store = jobs.JobStore(handle, _settings(), "fp", poll_interval=0.05)
-        st = await store.submit([JobItem(TextInput("x"))], {})
+        jobs = _client(handle, engine)
+        st = await jobs.submit(_items([TextInput("x")]), {})
         ticks = 0
 
-        async def ticker():
+        async def tick():
             nonlocal ticks
             while True:
                 ticks += 1
                 await asyncio.sleep(0.01)
 
-        t = asyncio.create_task(ticker())
-        start = time.monotonic()
+        t = asyncio.create_task(tick())
         with pytest.raises(JobTimeout):
-            await store.wait(st.id, timeout=0.3)
-        assert time.monotonic() - start < 1.5
+            await jobs.wait(st.id, timeout=0.3)
         t.cancel()
         assert ticks > 10
-        await store.close()
+        with pytest.raises(JobNotFinished):
+            await jobs.result(st.id)
 
-    run(go())
+    asyncio.run(go())
 
 
-def test_unknown_ids_are_404(handle):
+def test_unknown_ids_are_404(handle, engine):
     async def go():
-        store = jobs.JobStore(handle, _settings(), "fp")
-        for bad in ("embjob_nope", "../../etc", ""):
+        jobs = _client(handle, engine)
+        for bad in ("embjob_nope", "../etc", "x" * 500):
             with pytest.raises(JobNotFound):
-                await store.status(bad)
-        await store.close()
+                await jobs.status(bad)
 
-    run(go())
+    asyncio.run(go())
 
 
-def test_unreachable_redis_is_503_with_retry_after():
+def test_unreachable_redis_is_503_with_retry_after(engine):
     dead = RedisHandle(kind="external", url="redis://127.0.0.1:1/0")
 
     async def go():
-        store = jobs.JobStore(dead, _settings(), "fp")
+        jobs = _client(dead, engine)
         with pytest.raises(QueueUnavailable) as info:
-            await store.submit([JobItem(TextInput("x"))], {})
-        assert info.value.status == 503 and info.value.headers == {"Retry-After": "5"}
+            await jobs.submit(_items([TextInput("x")]), {})
+        assert info.value.headers["Retry-After"]
         with pytest.raises(QueueUnavailable):
-            await store.status("embjob_x")
-        await store.close()
+            await jobs.status("embjob_x")
 
-    run(go())
-
-
-# ---- faults --------------------------------------------------------------------------------
-def test_watchdog_retries_a_silent_chunk_then_gives_up(handle):
-    settings = _settings()
-    r = handle.sync_client()
-
-    async def submit():
-        store = jobs.JobStore(handle, settings, "fp", lease=2.0)
-        st = await store.submit([JobItem(TextInput("a")), JobItem(TextInput("b"))], {})
-        await store.close()
-        return st.id
-
-    job_id = run(submit())
-    q = Queue(settings.queue_name, connection=r)
-    for attempt in (1, 2, 3):
-        assert jobs.start_chunk(r, job_id, 0, attempt, f"doomed-{attempt}") is not None
-        jobs.worker_beat(r, "someone", settings.queue_name, "fake")  # a live worker exists
-        jobs.watchdog(r, now=time.time() + 1)  # within the lease: nothing happens
-        assert orjson.loads(r.hget(jobs.job_key(job_id, "chunks"), "0"))["s"] == "running"
-        jobs.watchdog(r, now=time.time() + 5)
-        if attempt < 3:
-            st = orjson.loads(r.hget(jobs.job_key(job_id, "chunks"), "0"))
-            assert st == {"a": attempt + 1, "s": "queued"}
-            assert jobs.rq_job_id(job_id, 0, attempt + 1) in q.job_ids
-            # The superseded attempt, if RQ ever runs it again, does nothing.
-            assert jobs.start_chunk(r, job_id, 0, attempt, "late") is None
-    h = r.hgetall(jobs.job_key(job_id))
-    assert h[b"status"] == b"failed"
-    msg = orjson.loads(h[b"error"])["error"]["message"]
-    assert "stopped responding" in msg and "3 attempts" in msg
+    asyncio.run(go())
 
 
-def test_watchdog_fails_orphaned_jobs_and_finishes_stuck_ones(handle):
-    settings = _settings()
-    r = handle.sync_client()
-
-    async def submit(n):
-        store = jobs.JobStore(handle, settings, "fp")
-        st = await store.submit([JobItem(TextInput(str(i))) for i in range(n)], {})
-        await store.close()
-        return st.id
-
-    orphan = run(submit(1))
-    jobs.watchdog(r, orphan_timeout=60, now=time.time() + 30)
-    assert r.hget(jobs.job_key(orphan), "status") == b"queued"
-    jobs.watchdog(r, orphan_timeout=60, now=time.time() + 61)
-    assert r.hget(jobs.job_key(orphan), "status") == b"failed"
-    assert b"no mlx-embeddings-worker" in r.hget(jobs.job_key(orphan), "error")
-
-    stuck = run(submit(1))
-    r.hset(jobs.job_key(stuck), mapping={"chunks_done": 1, "status": "running"})
-    jobs.watchdog(r)
-    assert r.hget(jobs.job_key(stuck), "status") == b"succeeded"
-
-
-def test_sweep_deletes_expired_jobs_only(handle):
-    settings = _settings(job_ttl=100)
-    r = handle.sync_client()
-
-    async def submit():
-        store = jobs.JobStore(handle, settings, "fp")
-        st = await store.submit([JobItem(TextInput("x"))], {})
-        await store.close()
-        return st.id
-
-    job_id = run(submit())
-    assert jobs.sweep(r, now=time.time() + 50) == 0
-    assert r.exists(jobs.job_key(job_id))
-    assert jobs.sweep(r, now=time.time() + 101) == 1
-    assert not r.keys(f"mlxemb:job:{job_id}*") and not r.sismember(jobs.ACTIVE_KEY, job_id)
-
-
-# ---- the dispatcher with jobs --------------------------------------------------------------
-def test_many_images_go_through_a_job_and_fill_the_cache(handle, engine, worker):
-    settings = _settings(queue_threshold=8)
-    inputs = [_image(i) for i in range(12)]
+def test_job_with_no_live_worker_fails_clearly_after_the_orphan_timeout(handle, engine):
+    settings = dataclasses.replace(SETTINGS, orphan_timeout=0.3)
 
     async def go():
-        cache = EmbeddingCache.from_settings(handle, settings)
-        store = jobs.JobStore(handle, settings, engine.info.fingerprint)
-        queued = await dispatch.embed_inputs(inputs, engine=engine, settings=settings,
-                                         cache=cache, jobs=store)  # fmt: skip
-        assert queued.job_id is not None and queued.computed == 12
-        calls = engine.forward_calls
-        again = await dispatch.embed_inputs(inputs, engine=engine, settings=settings,
-                                        cache=cache, jobs=store)  # fmt: skip
-        assert again.cached == 12 and again.job_id is None and engine.forward_calls == calls
-        few = await dispatch.embed_inputs(inputs[:3] + [_image(99)], engine=engine,
-                                      settings=settings, cache=cache, jobs=store)  # fmt: skip
-        assert few.job_id is None and (few.cached, few.computed) == (3, 1)
-        await store.close()
-        await cache.close()
-        return queued, again
+        jobs = _client(handle, engine, settings)
+        st = await jobs.submit(_items([TextInput("x")]), {})
+        await asyncio.sleep(0.4)
+        st = await jobs.status(st.id)
+        assert st.status == "failed"
+        assert "no live mlx-embeddings-worker serves this model" in st.error["error"]["message"]
 
-    queued, again = run(go())
-    inline = engine.embed_blocking([engine.prepare(x) for x in inputs])
-    for q, a, b in zip(queued.embeddings, again.embeddings, inline, strict=True):
-        assert q.vectors.tobytes() == b.vectors.tobytes() == a.vectors.tobytes()
-    key = item_key(engine.info.fingerprint, inputs[0], prompt_role="document",
-                   options={"truncate": False})  # fmt: skip
-    assert handle.sync_client().ttl(key) > 0
+    asyncio.run(go())
 
 
-def test_worker_with_another_model_fails_the_job_clearly(handle, engine, worker):
+def test_a_worker_for_other_model_settings_never_takes_the_job(handle, engine):
+    """Its queue is another one; the job fails only because no matching worker exists, and
+    the message names the mismatched worker."""
+    other = fake_engine(FakeAdapter(max_tokens=8, dim=4), max_wait_ms=0)  # another fingerprint
+    other.wait_ready(10)
+    settings = dataclasses.replace(SETTINGS, orphan_timeout=0.5)
+    w = LocalWorker(other, handle, settings, JobClient(handle, settings, other.info.fingerprint)
+                    .queue).start()  # fmt: skip
+    try:
+
+        async def go():
+            jobs = _client(handle, engine, settings)
+            st = await jobs.submit(_items([TextInput("x")]), {})
+            await asyncio.sleep(0.7)
+            st = await jobs.status(st.id)
+            assert st.status == "failed"
+            msg = st.error["error"]["message"]
+            assert "serve other model settings" in msg and w.worker.name in msg
+
+        asyncio.run(go())
+        assert other.forward_calls == 0
+    finally:
+        w.stop(timeout=0)
+        other.close()
+
+
+def test_sweep_deletes_expired_jobs_only(handle, engine):
+    r = handle.sync_client()
+    store.create(r, "embjob_old", total=1, model="m", queue="q", ttl=0, meta={})
+    store.create(r, "embjob_new", total=1, model="m", queue="q", ttl=3600, meta={})
+    assert store.sweep(r, now=time.time() + 1) == ["embjob_old"]
+    assert store.read(r, "embjob_old") is None and store.read(r, "embjob_new") is not None
+
+
+def test_job_data_has_no_ttl_so_eviction_never_drops_it(handle, engine, worker):
     async def go():
-        store = jobs.JobStore(handle, _settings(), "some-other-model@v2")
-        st = await store.submit([JobItem(TextInput("x"))], {})
-        with pytest.raises(JobFailed, match="worker model mismatch"):
-            await store.wait(st.id, timeout=10)
-        await store.close()
+        jobs = _client(handle, engine)
+        st = await jobs.submit(_items([TextInput("a"), TextInput("b")]), {})
+        await jobs.wait(st.id, timeout=10)
+        return st.id
 
-    run(go())
+    job_id = asyncio.run(go())
+    r = handle.sync_client()
+    assert r.ttl(store.job_key(job_id)) == -1 and r.ttl(store.job_key(job_id, "out")) == -1
 
 
-def test_local_worker_stops_within_a_second(handle, engine):
-    w = LocalWorker(handle, _settings(), engine).start()
-    time.sleep(0.2)
-    start = time.monotonic()
+def test_live_workers_is_rqs_registry_and_a_stopped_worker_leaves_it(handle, engine):
+    q = _client(handle, engine).queue
+    w = LocalWorker(engine, handle, SETTINGS, q).start()
+    r = handle.sync_client()
+    assert [x.name for x in live_workers(r, q, 10)] == [w.worker.name]
+    t0 = time.monotonic()
     w.stop()
-    assert time.monotonic() - start < 1.6 and not w.alive
-    assert not handle.sync_client().hgetall(jobs.WORKERS_KEY)
+    assert time.monotonic() - t0 < 1.6 and not w.alive
+    assert live_workers(r, q, 10) == []

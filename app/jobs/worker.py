@@ -1,0 +1,238 @@
+"""The MLX worker: an RQ ``SimpleWorker`` (no fork: the model is loaded once per process) that
+runs chunks through the embed pipeline, in ``mlx-embeddings-worker`` or on a thread of the
+server (sharing its loaded model).
+
+Fast failover with RQ's own machinery. RQ's SimpleWorker never heartbeats during a job and
+gives a started job ``timeout + 60 s`` in the ``StartedJobRegistry``; this worker gives it
+``lease`` seconds and renews them from a side thread with RQ's ``maintain_heartbeats`` while
+the chunk computes, and runs RQ's registry maintenance every ``maintenance_interval``. A killed
+worker's chunk so expires after ``lease`` seconds, and the next maintenance of any live worker
+retries it (RQ's ``StartedJobRegistry.cleanup``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from rq import Queue, SimpleWorker, Worker, get_current_job
+from rq.exceptions import StopRequested
+from rq.timeouts import TimerDeathPenalty
+
+from app.cache import EmbeddingCache
+from app.errors import ModelNotReady, Overloaded
+from app.jobs.chunks import run_chunk
+from app.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+_context: contextvars.ContextVar[WorkerContext] = contextvars.ContextVar("mlxemb_worker")
+
+
+class WorkerContext:
+    """What a chunk needs: the pipeline over the loaded engine, and an event loop of this
+    worker's own to run it on."""
+
+    def __init__(self, engine: Any, handle: Any, settings: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        cache = None
+        if settings.cache:
+            cache = EmbeddingCache(lambda: handle.async_client(socket_timeout=10.0),
+                                   ttl=settings.cache_ttl)  # fmt: skip
+        self.pipeline = Pipeline(engine, cache)
+        self.timeout = settings.job_timeout
+
+    def run(self, make: Callable[[], Awaitable[Any]]) -> Any:
+        """Run the pipeline, waiting out a full engine queue or a still-loading model."""
+        deadline, delay = time.monotonic() + self.timeout, 0.05
+        while True:
+            try:
+                return self.loop.run_until_complete(make())
+            except (Overloaded, ModelNotReady):
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(1.0, delay * 2)
+
+    def close(self) -> None:
+        if self.pipeline.cache is not None:
+            self.loop.run_until_complete(self.pipeline.cache.close())
+        self.loop.close()
+
+
+def embed_chunk(job_id: str, start: int, items: list, options: dict) -> str:
+    """The RQ job function of one chunk (``app.jobs.chunks.CHUNK_FUNC``)."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("embed_chunk runs inside an mlx-embeddings worker")
+    return run_chunk(job.connection, _context.get(), job_id, start, items, options)
+
+
+class _OnceWhileDown(logging.Filter):
+    """RQ logs "could not connect" on every retry: keep the first, until Redis is back."""
+
+    down = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "could not connect to Redis" not in record.getMessage():
+            return True
+        first, self.down = not self.down, True
+        return first
+
+
+class EmbedWorker(SimpleWorker):
+    max_connection_wait_time = 2.0  # back within 2 s of Redis (RQ's default backs off to 60 s)
+
+    def __init__(
+        self,
+        queues: list[Queue],
+        *,
+        context: WorkerContext,
+        lease: float,
+        beat_interval: float,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("worker_ttl", 16)  # dequeue in 1 s steps: maintenance keeps pace
+        kwargs.setdefault("maintenance_interval", max(1, int(lease // 4)))
+        super().__init__(queues, **kwargs)
+        self.context = context
+        self.lease = max(2, int(lease))
+        self.beat_interval = beat_interval
+        self.born = threading.Event()
+        self._down_filter = _OnceWhileDown()
+        self.log.addFilter(self._down_filter)
+
+    def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
+        return self.lease
+
+    def register_birth(self) -> None:
+        super().register_birth()
+        self.born.set()
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        super().heartbeat(timeout, pipeline)
+        if pipeline is None and self._down_filter.down:
+            self._down_filter.down = False
+            self.log.info("Worker %s: Redis is reachable again", self.name)
+
+    def perform_job(self, job: Any, queue: Queue, execution: Any) -> bool:
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.beat_interval):
+                try:
+                    self.maintain_heartbeats(job, execution)
+                except Exception as exc:  # Redis away for a moment: the lease tells
+                    log.debug("heartbeat failed: %s", exc)
+
+        beater = threading.Thread(target=beat, name=f"beat-{self.name}", daemon=True)
+        token = _context.set(self.context)
+        beater.start()
+        try:
+            return super().perform_job(job, queue, execution)
+        finally:
+            stop.set()
+            beater.join(2.0)
+            _context.reset(token)
+
+
+class ThreadWorker(EmbedWorker):
+    """The server's in-process worker: no signal handlers (not the main thread), a timer
+    death penalty instead of SIGALRM, and a stop flag seen within a second."""
+
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self) -> None:
+        pass
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
+        while not self._stop_requested:
+            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=1)
+            if result is not None:
+                return result
+        raise StopRequested()
+
+
+def worker_name(kind: str) -> str:
+    return f"{kind}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def live_workers(r: redis.Redis, queue: str | None, lease: float) -> list[Worker]:
+    """RQ's registered workers (of ``queue``, or all) that heartbeat within ``lease`` s."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=lease)
+    workers = Worker.all(connection=r, queue=Queue(queue, connection=r) if queue else None)
+    return [w for w in workers if w.last_heartbeat and _aware(w.last_heartbeat) >= cutoff]
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def make_worker(
+    cls: type[EmbedWorker], engine: Any, handle: Any, settings: Any, queue: str, name: str
+) -> EmbedWorker:
+    conn = handle.sync_client()
+    return cls(
+        [Queue(queue, connection=conn)],
+        connection=conn,
+        name=name,
+        context=WorkerContext(engine, handle, settings),
+        lease=settings.job_lease,
+        beat_interval=settings.job_beat_interval,
+    )
+
+
+class LocalWorker:
+    """A ThreadWorker on its own thread; ``start()`` returns once RQ has registered it."""
+
+    def __init__(self, engine: Any, handle: Any, settings: Any, queue: str) -> None:
+        self.queue = queue
+        self.worker = make_worker(ThreadWorker, engine, handle, settings, queue,
+                                  worker_name("local"))  # fmt: skip
+        self._thread = threading.Thread(target=self._run, name="rq-local-worker", daemon=True)
+
+    def start(self, timeout: float = 15.0) -> LocalWorker:
+        self._thread.start()
+        if not self.worker.born.wait(timeout):
+            raise RuntimeError("the local worker did not register with Redis in time")
+        log.info("local worker %s serving queue %r", self.worker.name, self.queue)
+        return self
+
+    async def start_async(self) -> LocalWorker:
+        """``start`` for the server's event loop: cancellable while RQ registers it."""
+        self._thread.start()
+        while not self.worker.born.is_set():
+            if not self._thread.is_alive():
+                raise RuntimeError("the local worker stopped before it registered with Redis")
+            await asyncio.sleep(0.02)
+        log.info("local worker %s serving queue %r", self.worker.name, self.queue)
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.worker.work(logging_level=logging.getLevelName(log.getEffectiveLevel()))
+        except Exception:
+            log.exception("local worker %s crashed", self.worker.name)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def registered(self) -> bool:
+        return self.worker.born.is_set()
+
+    def stop(self, timeout: float = 1.5) -> None:
+        """Ask the worker to stop (a running chunk is retried elsewhere if we exit first)."""
+        self.worker._stop_requested = True
+        self._thread.join(timeout)

@@ -1,0 +1,187 @@
+"""The one embed pipeline, used by the server's inline path and by every worker alike:
+cache read -> prepare -> compute -> cache write.
+
+The server splits it where a request may become a job: it reads the cache and *measures* the
+misses (text is tokenised; an image's token count comes from its decoded size and the model's
+resize rule alone, without resampling a pixel); a large image batch is queued and a worker runs
+:meth:`Pipeline.run` on its chunk, anything else goes on to :meth:`Pipeline.compute` here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.cache import CachePolicy, EmbeddingCache, item_key, modality
+from app.engine.base import Embedding, EngineInput, Prepared
+from app.errors import ApiError, InvalidRequest
+from app.settings import Settings
+
+
+def prompt_role(item: EngineInput) -> str:
+    return "document" if modality(item) == "image" else "query"
+
+
+def cache_keys(
+    fingerprint: str,
+    inputs: Sequence[EngineInput],
+    *,
+    truncate: bool,
+    options: Mapping[str, Any] | None = None,
+) -> list[str]:
+    opts = {**(options or {}), "truncate": truncate}
+    return [item_key(fingerprint, x, prompt_role=prompt_role(x), options=opts) for x in inputs]
+
+
+def should_queue(measured: Sequence[Prepared], settings: Settings) -> bool:
+    """More than ``--queue-threshold`` uncached images, or more uncached pixels than
+    ``--queue-pixel-budget``, become a job; anything smaller is computed inline."""
+    images = [p for p in measured if p.kind == "image"]
+    if not images:
+        return False
+    if len(images) > settings.queue_threshold:
+        return True
+    return sum(p.pixels for p in images) > settings.queue_pixel_budget
+
+
+def check_request_tokens(total: int, settings: Settings) -> None:
+    limit = settings.max_tokens_per_request
+    if total > limit:
+        raise InvalidRequest(
+            f"input: the request holds {total} tokens, more than the limit of {limit} "
+            "tokens per request (--max-tokens-per-request); split it",
+            param="input",
+        )
+
+
+def tie_to(exc: ApiError, param: str) -> ApiError:
+    """Point an item's error at its ``input[i]`` and say so at the start of the message."""
+    if not exc.message.startswith(param):
+        exc.message = f"{param}: {exc.message}"
+        exc.args = (exc.message,)
+    return exc.with_param(param)
+
+
+def _each(fn: Any, inputs: Sequence[EngineInput], params: Sequence[str], truncate: bool):
+    out = []
+    for item, param in zip(inputs, params, strict=True):
+        try:
+            out.append(fn(item, truncate=truncate))
+        except ApiError as exc:
+            raise tie_to(exc, param) from None
+    return out
+
+
+@dataclass
+class Lookup:
+    """A request's items after the cache read: ``found[i]`` is the cached vector or None."""
+
+    keys: list[str | None]
+    found: list[Embedding | None]
+
+    @property
+    def misses(self) -> list[int]:
+        return [i for i, e in enumerate(self.found) if e is None]
+
+
+class Pipeline:
+    """``engine``: the started runner (app.engine.runner.Engine); ``cache``: the Redis cache,
+    or None to run without one."""
+
+    def __init__(self, engine: Any, cache: EmbeddingCache | None) -> None:
+        self.engine = engine
+        self.cache = cache
+
+    def keys(
+        self,
+        inputs: Sequence[EngineInput],
+        policy: CachePolicy,
+        *,
+        truncate: bool,
+        options: Mapping[str, Any] | None = None,
+    ) -> list[str | None]:
+        if self.cache is None or not self.cache.enabled or not (policy.read or policy.write):
+            return [None] * len(inputs)
+        return list(
+            cache_keys(self.engine.info.fingerprint, inputs, truncate=truncate, options=options)
+        )
+
+    async def lookup(self, keys: Sequence[str | None], policy: CachePolicy) -> Lookup:
+        found: list[Embedding | None] = [None] * len(keys)
+        if self.cache is not None and policy.read and any(keys):
+            found = await self.cache.get_many(keys)
+        return Lookup(list(keys), found)
+
+    async def measure(
+        self, inputs: Sequence[EngineInput], params: Sequence[str], truncate: bool
+    ) -> list[Prepared]:
+        """Validate every item and count its tokens (images: no pixel is resampled)."""
+        return await asyncio.to_thread(_each, self.engine.measure, inputs, params, truncate)
+
+    async def compute(
+        self,
+        inputs: Sequence[EngineInput],
+        params: Sequence[str],
+        keys: Sequence[str | None],
+        policy: CachePolicy,
+        *,
+        truncate: bool,
+        measured: Sequence[Prepared] | None = None,
+    ) -> list[Embedding]:
+        """Prepare (reusing what ``measure`` already prepared), compute on the MLX thread and
+        write the new vectors to the cache."""
+        engine = self.engine
+        with engine.incoming(len(inputs)) as announced:
+            prepared = await asyncio.to_thread(
+                _complete, engine, inputs, params, truncate, measured
+            )
+            pending = engine.submit(prepared, announced=announced)
+        computed = await engine.wait(pending)
+        if self.cache is not None and policy.write:
+            await self.cache.set_many(
+                {k: e for k, e in zip(keys, computed, strict=True) if k is not None}
+            )
+        return computed
+
+    async def run(
+        self,
+        inputs: Sequence[EngineInput],
+        params: Sequence[str],
+        keys: Sequence[str | None],
+        policy: CachePolicy,
+        *,
+        truncate: bool,
+    ) -> list[Embedding]:
+        """The whole pipeline for a list of items (a worker's chunk)."""
+        looked = await self.lookup(keys, policy)
+        miss = looked.misses
+        if miss:
+            computed = await self.compute(
+                [inputs[i] for i in miss],
+                [params[i] for i in miss],
+                [keys[i] for i in miss],
+                policy,
+                truncate=truncate,
+            )
+            for i, emb in zip(miss, computed, strict=True):
+                looked.found[i] = emb
+        return looked.found  # type: ignore[return-value]
+
+
+def _complete(
+    engine: Any,
+    inputs: Sequence[EngineInput],
+    params: Sequence[str],
+    truncate: bool,
+    measured: Sequence[Prepared] | None,
+) -> list[Prepared]:
+    if measured is None:
+        return _each(engine.prepare, inputs, params, truncate)
+    out = list(measured)
+    todo = [i for i, p in enumerate(out) if p.payload is None]
+    done = _each(engine.prepare, [inputs[i] for i in todo], [params[i] for i in todo], truncate)
+    for i, p in zip(todo, done, strict=True):
+        out[i] = p
+    return out

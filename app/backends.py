@@ -63,7 +63,7 @@ class Backends:
             worker = LocalWorker(engine, self.handle, self.settings, jobs.queue)
             self.local_worker = worker  # stopped by close(), registered or not
             try:
-                await worker.start_async()
+                await worker.start()
                 self.jobs = jobs
                 return
             except RuntimeError as exc:  # Redis unreachable: the jobs API says so meanwhile

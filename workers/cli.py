@@ -58,13 +58,11 @@ def run_worker(
 ) -> bool:
     """Serve chunks until stopped (SIGINT/SIGTERM: finish the current chunk, then quit)."""
     from app.jobs.chunks import queue_name
-    from app.jobs.worker import EmbedWorker, make_worker, worker_name
+    from app.jobs.worker import EmbedWorker, worker_name
 
     handle = RedisHandle(kind="external", url=redis_url)
     queue = queue_name(settings.queue_name, engine.info.fingerprint)
-    worker = make_worker(
-        EmbedWorker, engine, handle, settings, queue, name or worker_name("worker")
-    )
+    worker = EmbedWorker.for_model(engine, handle, settings, queue, name or worker_name("worker"))
     log.info(
         "worker %s: model %s, queue %r, redis %s",
         worker.name, settings.model_name, queue, mask_url(redis_url),

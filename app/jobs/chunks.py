@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +19,7 @@ from rq import Callback, Queue, Retry
 from rq.group import Group
 from rq.job import Job, JobStatus
 
-from app.errors import ApiError, InternalError, error_record
+from app.errors import InternalError, error_record
 from app.jobs import store
 from app.jobs.items import JobItem
 
@@ -87,36 +86,3 @@ def chunk_failed(job: Job, connection: redis.Redis, exc_type: Any, exc: Any, tb:
         job_id,
         error_record(InternalError(f"the job failed on {what} after {attempt} attempts: {reason}")),
     )
-
-
-def run_chunk(
-    r: redis.Redis, context: Any, job_id: str, start: int, items: Sequence[JobItem], options: dict
-) -> str:
-    """Cache read -> prepare -> compute -> cache write for one chunk, then store its output.
-    A caller's mistake (a bad item) fails the job at once; anything else raises for RQ to
-    retry."""
-    from app.cache import CachePolicy, encode_embedding
-
-    if not store.begin_chunk(r, job_id):
-        return "skipped"
-    policy = CachePolicy(read=options.get("cache_read", True), write=True)
-    try:
-        inputs = [it.to_input() for it in items]
-        embeddings = context.run(
-            lambda: context.pipeline.run(
-                inputs,
-                [it.param for it in items],
-                [it.key for it in items],
-                policy,
-                truncate=bool(options.get("truncate")),
-            )
-        )
-    except ApiError as exc:
-        if exc.status >= 500:
-            raise
-        store.fail(r, job_id, error_record(exc))
-        return "failed"
-    started = time.monotonic()
-    store.finish_chunk(r, job_id, start, [encode_embedding(e) for e in embeddings])
-    log.debug("job %s chunk %d stored in %.3f s", job_id, start, time.monotonic() - started)
-    return "done"

@@ -114,6 +114,10 @@ class JobClient:
     async def status(self, job_id: str) -> JobStatus:
         with queue_errors():
             st = await self._read(job_id)
+        if st is not None and st.expires_at is not None and st.expires_at < time.time():
+            with queue_errors():
+                await asyncio.to_thread(store.delete, self.sync, job_id)
+            st = None
         if st is None:
             raise JobNotFound(f"no job {job_id!r} (unknown, deleted or expired)", "job_id")
         if st.status in ACTIVE and time.time() - st.progress_at > self.settings.orphan_timeout:

@@ -56,12 +56,14 @@ class JobStatus:
     progress_at: float
     completed: int
     total: int
+    expires_at: float | None = None  # once finished
     error: dict | None = None
     meta: dict = field(default_factory=dict)
 
     @classmethod
     def from_hash(cls, job_id: str, h: Mapping[bytes, bytes], completed: int) -> JobStatus:
         error, meta = _s(h.get(b"error")), _s(h.get(b"meta"))
+        finished = _s(h.get(b"finished_at"))
         return cls(
             id=job_id,
             status=_s(h.get(b"status")),
@@ -71,6 +73,7 @@ class JobStatus:
             progress_at=float(_s(h.get(b"progress_at")) or 0),
             completed=completed,
             total=int(_s(h.get(b"total")) or 0),
+            expires_at=float(finished) + int(_s(h.get(b"ttl")) or 0) if finished else None,
             error=orjson.loads(error) if error else None,
             meta=orjson.loads(meta) if meta else {},
         )
@@ -107,14 +110,6 @@ def create(
     )  # fmt: skip
     pipe.zadd(EXPIRY_KEY, {job_id: time.time() + ttl})
     pipe.execute()
-
-
-def read(r: redis.Redis, job_id: str) -> JobStatus | None:
-    pipe = r.pipeline(transaction=False)
-    pipe.hgetall(job_key(job_id))
-    pipe.hlen(job_key(job_id, "out"))
-    h, completed = pipe.execute()
-    return JobStatus.from_hash(job_id, h, completed) if h else None
 
 
 def transition(

@@ -29,9 +29,10 @@ from rq import Queue, SimpleWorker, Worker, get_current_job
 from rq.exceptions import StopRequested
 from rq.timeouts import TimerDeathPenalty
 
-from app.cache import EmbeddingCache
-from app.errors import ModelNotReady, Overloaded
-from app.jobs.chunks import run_chunk
+from app.cache import CachePolicy, EmbeddingCache, encode_embedding
+from app.errors import ApiError, ModelNotReady, Overloaded, error_record
+from app.jobs import store
+from app.jobs.items import JobItem
 from app.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,7 @@ class WorkerContext:
 
     def __init__(self, engine: Any, handle: Any, settings: Any) -> None:
         self.loop = asyncio.new_event_loop()
-        cache = None
-        if settings.cache:
-            cache = EmbeddingCache(lambda: handle.async_client(socket_timeout=10.0),
-                                   ttl=settings.cache_ttl)  # fmt: skip
-        self.pipeline = Pipeline(engine, cache)
+        self.pipeline = Pipeline(engine, EmbeddingCache.from_settings(handle, settings))
         self.timeout = settings.job_timeout
 
     def run(self, make: Callable[[], Awaitable[Any]]) -> Any:
@@ -65,17 +62,34 @@ class WorkerContext:
                 delay = min(1.0, delay * 2)
 
     def close(self) -> None:
-        if self.pipeline.cache is not None:
-            self.loop.run_until_complete(self.pipeline.cache.close())
+        self.loop.run_until_complete(self.pipeline.cache.close())
         self.loop.close()
 
 
-def embed_chunk(job_id: str, start: int, items: list, options: dict) -> str:
-    """The RQ job function of one chunk (``app.jobs.chunks.CHUNK_FUNC``)."""
-    job = get_current_job()
-    if job is None:
-        raise RuntimeError("embed_chunk runs inside an mlx-embeddings worker")
-    return run_chunk(job.connection, _context.get(), job_id, start, items, options)
+def embed_chunk(job_id: str, start: int, items: list[JobItem], options: dict) -> str:
+    """The RQ job function of one chunk: the embed pipeline over its items, then its output
+    stored. A caller's mistake (a bad item) fails the job at once; anything else raises, for
+    RQ to retry."""
+    job, context = get_current_job(), _context.get()
+    assert job is not None
+    r = job.connection
+    if not store.begin_chunk(r, job_id):
+        return "skipped"  # cancelled or failed meanwhile
+    policy = CachePolicy(read=options.get("cache_read", True), write=True)
+    try:
+        inputs = [it.to_input() for it in items]
+        params, keys = [it.param for it in items], [it.key for it in items]
+        truncate = bool(options.get("truncate"))
+        embeddings = context.run(
+            lambda: context.pipeline.run(inputs, params, keys, policy, truncate=truncate)
+        )
+    except ApiError as exc:
+        if exc.status >= 500:
+            raise
+        store.fail(r, job_id, error_record(exc))
+        return "failed"
+    store.finish_chunk(r, job_id, start, [encode_embedding(e) for e in embeddings])
+    return "done"
 
 
 class _OnceWhileDown(logging.Filter):
@@ -111,6 +125,13 @@ class EmbedWorker(SimpleWorker):
         self.born = threading.Event()
         self._down_filter = _OnceWhileDown()
         self.log.addFilter(self._down_filter)
+
+    @classmethod
+    def for_model(cls, engine: Any, handle: Any, settings: Any, queue: str, name: str):
+        conn = handle.sync_client()
+        return cls([Queue(queue, connection=conn)], connection=conn, name=name,
+                   context=WorkerContext(engine, handle, settings), lease=settings.job_lease,
+                   beat_interval=settings.job_beat_interval)  # fmt: skip
 
     def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
         return self.lease
@@ -178,38 +199,16 @@ def _aware(t: datetime) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def make_worker(
-    cls: type[EmbedWorker], engine: Any, handle: Any, settings: Any, queue: str, name: str
-) -> EmbedWorker:
-    conn = handle.sync_client()
-    return cls(
-        [Queue(queue, connection=conn)],
-        connection=conn,
-        name=name,
-        context=WorkerContext(engine, handle, settings),
-        lease=settings.job_lease,
-        beat_interval=settings.job_beat_interval,
-    )
-
-
 class LocalWorker:
-    """A ThreadWorker on its own thread; ``start()`` returns once RQ has registered it."""
+    """A ThreadWorker on its own thread, sharing the server's engine."""
 
     def __init__(self, engine: Any, handle: Any, settings: Any, queue: str) -> None:
         self.queue = queue
-        self.worker = make_worker(ThreadWorker, engine, handle, settings, queue,
-                                  worker_name("local"))  # fmt: skip
+        self.worker = ThreadWorker.for_model(engine, handle, settings, queue, worker_name("local"))
         self._thread = threading.Thread(target=self._run, name="rq-local-worker", daemon=True)
 
-    def start(self, timeout: float = 15.0) -> LocalWorker:
-        self._thread.start()
-        if not self.worker.born.wait(timeout):
-            raise RuntimeError("the local worker did not register with Redis in time")
-        log.info("local worker %s serving queue %r", self.worker.name, self.queue)
-        return self
-
-    async def start_async(self) -> LocalWorker:
-        """``start`` for the server's event loop: cancellable while RQ registers it."""
+    async def start(self) -> LocalWorker:
+        """Start it; returns once RQ has registered it (cancellable meanwhile)."""
         self._thread.start()
         while not self.worker.born.is_set():
             if not self._thread.is_alive():

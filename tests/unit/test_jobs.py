@@ -64,7 +64,7 @@ def _client(handle, engine, settings: Settings = SETTINGS) -> JobClient:
 
 @pytest.fixture
 def worker(handle, engine):
-    w = LocalWorker(engine, handle, SETTINGS, _client(handle, engine).queue).start()
+    w = asyncio.run(LocalWorker(engine, handle, SETTINGS, _client(handle, engine).queue).start())
     yield w
     w.stop(timeout=0)  # the idle thread ends on its own within a second
 
@@ -230,8 +230,8 @@ def test_a_worker_for_other_model_settings_never_takes_the_job(handle, engine):
     other = fake_engine(FakeAdapter(max_tokens=8, dim=4), max_wait_ms=0)  # another fingerprint
     other.wait_ready(10)
     settings = dataclasses.replace(SETTINGS, orphan_timeout=0.5)
-    w = LocalWorker(other, handle, settings, JobClient(handle, settings, other.info.fingerprint)
-                    .queue).start()  # fmt: skip
+    queue = JobClient(handle, settings, other.info.fingerprint).queue
+    w = asyncio.run(LocalWorker(other, handle, settings, queue).start())
     try:
 
         async def go():
@@ -250,12 +250,27 @@ def test_a_worker_for_other_model_settings_never_takes_the_job(handle, engine):
         other.close()
 
 
+def test_a_finished_job_past_its_ttl_is_gone(handle, engine, worker):
+    settings = dataclasses.replace(SETTINGS, job_ttl=1)
+
+    async def go():
+        jobs = _client(handle, engine, settings)
+        st = await jobs.submit(_items([TextInput("a")]), {})
+        await jobs.wait(st.id, timeout=10)
+        await asyncio.sleep(1.1)
+        with pytest.raises(JobNotFound):
+            await jobs.status(st.id)
+        assert not jobs.sync.exists(store.job_key(st.id))
+
+    asyncio.run(go())
+
+
 def test_sweep_deletes_expired_jobs_only(handle, engine):
     r = handle.sync_client()
     store.create(r, "embjob_old", total=1, model="m", queue="q", ttl=0, meta={})
     store.create(r, "embjob_new", total=1, model="m", queue="q", ttl=3600, meta={})
     assert store.sweep(r, now=time.time() + 1) == ["embjob_old"]
-    assert store.read(r, "embjob_old") is None and store.read(r, "embjob_new") is not None
+    assert not r.exists(store.job_key("embjob_old")) and r.exists(store.job_key("embjob_new"))
 
 
 def test_job_data_has_no_ttl_so_eviction_never_drops_it(handle, engine, worker):
@@ -272,7 +287,7 @@ def test_job_data_has_no_ttl_so_eviction_never_drops_it(handle, engine, worker):
 
 def test_live_workers_is_rqs_registry_and_a_stopped_worker_leaves_it(handle, engine):
     q = _client(handle, engine).queue
-    w = LocalWorker(engine, handle, SETTINGS, q).start()
+    w = asyncio.run(LocalWorker(engine, handle, SETTINGS, q).start())
     r = handle.sync_client()
     assert [x.name for x in live_workers(r, q, 10)] == [w.worker.name]
     t0 = time.monotonic()

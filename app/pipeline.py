@@ -16,6 +16,7 @@ from typing import Any
 
 from app.cache import CachePolicy, EmbeddingCache, item_key, modality
 from app.engine.base import Embedding, EngineInput, Prepared
+from app.engine.runner import BULK, INTERACTIVE
 from app.errors import ApiError, InvalidRequest
 from app.settings import Settings
 
@@ -44,6 +45,15 @@ def should_queue(measured: Sequence[Prepared], settings: Settings) -> bool:
     if len(images) > settings.queue_threshold:
         return True
     return sum(p.pixels for p in images) > settings.queue_pixel_budget
+
+
+def choose_lane(measured: Sequence[Prepared], settings: Settings) -> str:
+    """The one place a request's lane is decided: few items and few tokens (queries, a page
+    or two) are interactive; anything bigger, and every job chunk, is bulk."""
+    small = len(measured) <= settings.interactive_max_items
+    if small and sum(p.n_tokens for p in measured) <= settings.interactive_max_tokens:
+        return INTERACTIVE
+    return BULK
 
 
 def check_request_tokens(total: int, settings: Settings) -> None:
@@ -129,15 +139,17 @@ class Pipeline:
         *,
         truncate: bool,
         measured: Sequence[Prepared] | None = None,
+        lane: str = INTERACTIVE,
+        owner: object = None,
     ) -> list[Embedding]:
-        """Prepare (reusing what ``measure`` already prepared), compute on the MLX thread and
-        write the new vectors to the cache."""
+        """Prepare (reusing what ``measure`` already prepared), compute on the MLX thread in
+        ``lane`` and write the new vectors to the cache."""
         engine = self.engine
-        with engine.incoming(len(inputs)) as announced:
+        with engine.incoming(len(inputs), lane) as announced:
             prepared = await asyncio.to_thread(
                 _complete, engine, inputs, params, truncate, measured
             )
-            pending = engine.submit(prepared, announced=announced)
+            pending = engine.submit(prepared, announced=announced, lane=lane, owner=owner)
         computed = await engine.wait(pending)
         if self.cache is not None and policy.write:
             await self.cache.set_many(
@@ -153,8 +165,10 @@ class Pipeline:
         policy: CachePolicy,
         *,
         truncate: bool,
+        lane: str = BULK,
+        owner: object = None,
     ) -> list[Embedding]:
-        """The whole pipeline for a list of items (a worker's chunk)."""
+        """The whole pipeline for a list of items (a worker's chunk: bulk by default)."""
         looked = await self.lookup(keys, policy)
         miss = looked.misses
         if miss:
@@ -164,6 +178,8 @@ class Pipeline:
                 [keys[i] for i in miss],
                 policy,
                 truncate=truncate,
+                lane=lane,
+                owner=owner,
             )
             for i, emb in zip(miss, computed, strict=True):
                 looked.found[i] = emb

@@ -25,7 +25,7 @@ from app.errors import (
     QueueUnavailable,
 )
 from app.jobs.items import JobItem
-from app.pipeline import Pipeline, check_request_tokens, should_queue
+from app.pipeline import Pipeline, check_request_tokens, choose_lane, should_queue
 from app.protocol import EmbeddingRequest
 from app.settings import Settings
 
@@ -59,6 +59,7 @@ class EmbeddingResult:
     cache: str = CACHE_OFF
     n_floats: int = 0
     job_id: str | None = None
+    lane: str | None = None  # interactive | bulk | job; None when all came from the cache
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -138,7 +139,7 @@ class EmbeddingService:
         keys = pipeline.keys(inputs, policy, truncate=req.truncate)
         looked = await pipeline.lookup(keys, policy)
         miss = looked.misses
-        job_id = None
+        job_id, lane = None, None
         if miss:
             m_inputs, m_params = [inputs[i] for i in miss], [params[i] for i in miss]
             m_keys = [keys[i] for i in miss]
@@ -153,9 +154,10 @@ class EmbeddingService:
                 ]
                 computed, job_id = await self._via_job(jobs_items, req.truncate)
             if computed is None:
-                computed = await pipeline.compute(
-                    m_inputs, m_params, m_keys, policy, truncate=req.truncate, measured=measured
-                )
+                lane = choose_lane(measured, self.settings)
+                computed = await pipeline.compute(m_inputs, m_params, m_keys, policy,
+                                                  truncate=req.truncate, measured=measured,
+                                                  lane=lane)  # fmt: skip
             for i, emb in zip(miss, computed, strict=True):
                 looked.found[i] = emb
         embeddings: list[Embedding] = looked.found  # type: ignore[assignment]
@@ -166,6 +168,7 @@ class EmbeddingService:
         origins = [origin_of(r) for r in items]
         result = self._result(req.encoding_format, req.dimensions, origins, embeddings)
         result.cache, result.job_id = self._cache_header(policy, len(items), len(miss)), job_id
+        result.lane = lane if job_id is None else "job"
         return result
 
     def _cache_header(self, policy: CachePolicy, n: int, computed: int) -> str:

@@ -40,7 +40,32 @@ class Settings:
         "Longest wait for a batch to fill, only while more work is known to be arriving.",
         default=5.0,
     )
-    max_queue: int = _opt("Most items waiting for the model before requests get 503.", default=4096)
+    max_queue: int = _opt(
+        "Most items waiting in the interactive lane before its requests get 503.", default=4096
+    )
+    max_bulk_queue: int = _opt(
+        "Most items waiting in the bulk lane (big requests, job chunks) before 503.",
+        default=65536,
+    )
+    max_batch_tokens: int = _opt(
+        "Most padded tokens (items x longest) in one forward pass; a longer item runs alone.",
+        default=16384,
+    )
+    interactive_max_items: int = _opt(
+        "Requests with at most this many uncached items (and --interactive-max-tokens) go to "
+        "the interactive lane, computed before bulk work.",
+        default=8,
+    )
+    interactive_max_tokens: int = _opt(
+        "Requests with at most this many uncached tokens (and --interactive-max-items) go to "
+        "the interactive lane (a ColQwen2.5 page is ~770 tokens).",
+        default=2048,
+    )
+    mlx_cache_limit_mb: int = _opt(
+        "MLX buffer cache bound in MiB (cached buffers are also released whenever the model "
+        "goes idle); 0 = MLX's default.",
+        default=1024,
+    )
     dtype: str = _opt(
         "Compute dtype: auto (float32 on CPU, checkpoint dtype on Metal), float32, "
         "bfloat16, float16.",

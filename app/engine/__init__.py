@@ -47,11 +47,25 @@ def load_adapter(settings: Settings) -> Adapter:
 
 
 def load_engine(settings: Settings, *, start: bool = True) -> Engine:
+    def load() -> Adapter:
+        from app.engine.loading import bound_mlx_cache
+
+        bound_mlx_cache(settings.mlx_cache_limit_mb)
+        return load_adapter(settings)
+
+    def release_memory() -> None:
+        from app.engine.loading import release_mlx_cache
+
+        release_mlx_cache()
+
     engine = Engine(
-        lambda: load_adapter(settings),
+        load,
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
         max_queue=settings.max_queue,
+        max_bulk_queue=settings.max_bulk_queue,
+        max_batch_tokens=settings.max_batch_tokens,
+        release_memory=release_memory,
     )
     return engine.start() if start else engine
 

@@ -60,6 +60,16 @@ def weights_fingerprint(model_id: str, path: Path) -> str:
     return h.hexdigest()[:32]
 
 
+def bound_mlx_cache(limit_mb: int) -> None:
+    """Bound MLX's buffer cache (without it, odd-shaped batches keep growing it)."""
+    if limit_mb > 0:
+        mx.set_cache_limit(limit_mb << 20)
+
+
+def release_mlx_cache() -> None:
+    mx.clear_cache()
+
+
 def is_cpu() -> bool:
     return mx.default_device() == mx.cpu or os.environ.get("MLX_EMB_FORCE_CPU") == "1"
 

@@ -1,10 +1,19 @@
-"""The one MLX thread and the dynamic batcher in front of it.
+"""The one MLX thread and the scheduler in front of it.
 
-Requests hand in lists of prepared items; the MLX thread takes whatever is queued (up to the
-max batch size) and runs it at once. It waits up to ``max_wait_ms`` for a batch to fill only while
-more items are known to be on their way (announced with ``incoming``) — a lone request never
-waits. Requests whose caller went away are dropped before compute. If a batch fails, each
-request in it is retried alone, so only the offending request fails.
+Requests hand in lists of prepared items, each in a **lane**: ``interactive`` (queries, a page
+or two: someone is waiting) or ``bulk`` (job chunks, big requests). The MLX thread always takes
+interactive work first, but never more than ``interactive_burst`` interactive batches in a row
+while bulk work waits, so bulk keeps moving. Bulk requests are served round-robin by owner (a
+request or a job), so one huge request cannot hold every other bulk caller; a bulk request's
+items are taken shortest first, so a batch holds items of similar length (less padding).
+
+A batch holds at most ``max_batch_size`` items and ``max_batch_tokens`` padded tokens (items x
+longest item), so a query waits at most one bounded batch; an item over the budget is a batch of
+its own. The thread waits up to ``max_wait_ms`` for a batch to fill only while more interactive
+items are known to be on their way (announced with ``incoming``): a lone request never waits.
+Requests whose caller went away are dropped before compute. If a batch fails, each request in
+it is retried alone, so only the offending request fails. Each lane has its own bound
+(``max_queue``, ``max_bulk_queue``): a full bulk lane never refuses a query.
 """
 
 from __future__ import annotations
@@ -25,6 +34,10 @@ from app.errors import ApiError, InternalError, ModelNotReady, Overloaded
 log = logging.getLogger(__name__)
 
 
+INTERACTIVE, BULK = "interactive", "bulk"
+LANES = (INTERACTIVE, BULK)
+
+
 @dataclass
 class Announcement:
     n: int
@@ -34,11 +47,22 @@ class Announcement:
 class _Request:
     items: list[Prepared]
     future: Future
+    lane: str
+    owner: object
+    order: list[int]  # the order its items are taken in
     results: list[Embedding | None] = field(default_factory=list)
-    next_item: int = 0
+    next_item: int = 0  # position in ``order``
     remaining: int = 0
     abandoned: bool = False
     started: bool = False
+
+    @property
+    def pending(self) -> int:
+        return len(self.items) - self.next_item
+
+
+def padded_tokens(n_items: int, longest: int) -> int:
+    return n_items * max(1, longest)
 
 
 class Engine:
@@ -49,19 +73,34 @@ class Engine:
         max_batch_size: int = 32,
         max_wait_ms: float = 5.0,
         max_queue: int = 4096,
+        max_bulk_queue: int = 65536,
+        max_batch_tokens: int = 16384,
+        interactive_burst: int = 4,
+        release_memory: Callable[[], None] | None = None,
     ) -> None:
         self._load_adapter = load_adapter
         self.max_batch_size = max(1, max_batch_size)
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
-        self.max_queue = max_queue
+        self.max_queue = {INTERACTIVE: max_queue, BULK: max_bulk_queue}
+        self.max_batch_tokens = max(1, max_batch_tokens)
+        self.interactive_burst = max(1, interactive_burst)
+        self._release_memory = release_memory
         self.adapter: Adapter | None = None
         self.load_error: BaseException | None = None
         self.forward_calls = 0
         self.items_computed = 0
-        self._queue: collections.deque[_Request] = collections.deque()
+        self.real_tokens = 0  # tokens of the items computed
+        self.padded_tokens = 0  # tokens the batches held, padding included
+        self.batches = {INTERACTIVE: 0, BULK: 0}
+        self._interactive: collections.deque[_Request] = collections.deque()
+        self._bulk: collections.OrderedDict[object, collections.deque[_Request]] = (
+            collections.OrderedDict()
+        )
         self._calls: collections.deque[tuple[Callable, Future]] = collections.deque()
-        self._queued_items = 0
+        self._queued = {INTERACTIVE: 0, BULK: 0}
         self._incoming = 0
+        self._streak = 0  # interactive batches in a row while bulk work waited
+        self._dirty = False  # computed since the memory was last released
         self._cv = threading.Condition()
         self._ready = threading.Event()
         self._stopped = threading.Event()
@@ -90,6 +129,10 @@ class Engine:
             raise ModelNotReady("the model is still loading; retry shortly")
         return self.adapter.info
 
+    def queued(self, lane: str) -> int:
+        """Items waiting in ``lane``."""
+        return self._queued[lane]
+
     def close(self, timeout: float = 10.0) -> None:
         with self._cv:
             self._stop = True
@@ -117,12 +160,12 @@ class Engine:
         return fn(item, truncate=truncate)
 
     @contextlib.contextmanager
-    def incoming(self, n: int) -> Iterator[Announcement]:
-        """Announce ``n`` items being prepared, so a running batch may wait for them. Hand the
-        announcement to ``submit`` to withdraw it in the same step as the items are queued."""
-        announcement = Announcement(n)
+    def incoming(self, n: int, lane: str = INTERACTIVE) -> Iterator[Announcement]:
+        """Announce ``n`` interactive items being prepared, so a batch being filled may wait
+        for them. Hand the announcement to ``submit`` to withdraw it as the items are queued."""
+        announcement = Announcement(n if lane == INTERACTIVE else 0)
         with self._cv:
-            self._incoming += n
+            self._incoming += announcement.n
         try:
             yield announcement
         finally:
@@ -131,34 +174,55 @@ class Engine:
                 announcement.n = 0
                 self._cv.notify_all()
 
-    def submit(self, items: list[Prepared], announced: Announcement | None = None) -> Future:
+    def submit(
+        self,
+        items: list[Prepared],
+        announced: Announcement | None = None,
+        *,
+        lane: str = INTERACTIVE,
+        owner: object = None,
+    ) -> Future:
+        """Queue a request's items in ``lane``; ``owner`` groups bulk requests for the
+        round-robin (default: the request itself)."""
         fut: Future = Future()
         if not items:
             fut.set_result([])
             return fut
         if self.adapter is None:
             raise ModelNotReady("the model is still loading; retry shortly")
-        req = _Request(items=list(items), future=fut, results=[None] * len(items))
-        req.remaining = len(items)
+        if lane not in LANES:
+            raise ValueError(f"unknown lane {lane!r}")
+        n = len(items)
+        order = list(range(n))
+        if lane == BULK:
+            order.sort(key=lambda i: items[i].n_tokens)
+        req = _Request(list(items), fut, lane, owner if owner is not None else fut, order,
+                       results=[None] * n, remaining=n)  # fmt: skip
         with self._cv:
             if self._stop:
                 raise Overloaded("the server is shutting down")
-            if self._queued_items + len(items) > self.max_queue:
+            if self._queued[lane] + n > self.max_queue[lane]:
                 raise Overloaded(
-                    f"too many items waiting for the model ({self._queued_items} queued, "
-                    f"limit {self.max_queue}); retry later",
+                    f"too many items waiting for the model in the {lane} lane "
+                    f"({self._queued[lane]} queued, limit {self.max_queue[lane]}); retry later",
                     headers={"Retry-After": "1"},
                 )
-            self._queue.append(req)
-            self._queued_items += len(items)
+            if lane == INTERACTIVE:
+                self._interactive.append(req)
+            elif req.owner in self._bulk:
+                self._bulk[req.owner].append(req)
+            else:  # a new owner goes first: the owners already served wait their turn
+                self._bulk[req.owner] = collections.deque([req])
+                self._bulk.move_to_end(req.owner, last=False)
+            self._queued[lane] += n
             if announced is not None:
                 self._incoming -= announced.n
                 announced.n = 0
             self._cv.notify_all()
         return fut
 
-    async def embed(self, items: list[Prepared]) -> list[Embedding]:
-        return await self.wait(self.submit(items))
+    async def embed(self, items: list[Prepared], *, lane: str = INTERACTIVE) -> list[Embedding]:
+        return await self.wait(self.submit(items, lane=lane))
 
     async def wait(self, fut: Future) -> list[Embedding]:
         """Await a submitted request; if the caller goes away, its items are dropped."""
@@ -169,11 +233,11 @@ class Engine:
             raise
 
     def embed_blocking(
-        self, items: list[Prepared], timeout: float | None = None
+        self, items: list[Prepared], timeout: float | None = None, *, lane: str = INTERACTIVE
     ) -> list[Embedding]:
         if threading.current_thread() is self._thread:
             raise RuntimeError("embed_blocking called on the MLX thread")
-        fut = self.submit(items)
+        fut = self.submit(items, lane=lane)
         try:
             return fut.result(timeout)
         except BaseException:
@@ -190,10 +254,15 @@ class Engine:
 
     def _abandon(self, fut: Future) -> None:
         with self._cv:
-            for req in self._queue:
+            for req in self._all_requests():
                 if req.future is fut:
                     req.abandoned = True
         fut.cancel()
+
+    def _all_requests(self) -> Iterator[_Request]:
+        yield from self._interactive
+        for queue in self._bulk.values():
+            yield from queue
 
     # ---- the MLX thread --------------------------------------------------------------------
     def _run(self) -> None:
@@ -208,6 +277,7 @@ class Engine:
         self._ready.set()
         while True:
             self._run_calls()
+            self._release_when_idle()
             batch = self._take_batch()
             if batch is None:
                 break
@@ -219,22 +289,118 @@ class Engine:
         # active exception", measured 4-6 of 6 runs). A parked daemon thread exits cleanly.
         threading.Event().wait()
 
+    def _release_when_idle(self) -> None:
+        """Give the framework's cached buffers back once the queue has run dry."""
+        with self._cv:
+            idle = self._dirty and not self._has_work() and not self._calls
+            if idle:
+                self._dirty = False
+        if idle and self._release_memory is not None:
+            try:
+                self._release_memory()
+            except Exception:
+                log.exception("releasing memory failed")
+
+    def _has_work(self) -> bool:
+        return bool(self._interactive or self._bulk)
+
     def _take_batch(self) -> list[tuple[_Request, int]] | None:
         with self._cv:
-            while not self._queue and not self._calls and not self._stop:
+            while not self._has_work() and not self._calls and not self._stop:
                 self._cv.wait()
             if self._stop:
                 self._fail_all(Overloaded("the server is shutting down"))
                 return None
-            batch = self._pop_items(self.max_batch_size)
-            deadline = time.monotonic() + self.max_wait
-            while len(batch) < self.max_batch_size and self._incoming > 0 and not self._stop:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cv.wait(left)
-                batch += self._pop_items(self.max_batch_size - len(batch))
+            take_bulk = self._bulk and (
+                not self._interactive or self._streak >= self.interactive_burst
+            )
+            if take_bulk:
+                self._streak = 0
+                batch = self._pop_bulk()
+                lane = BULK
+            else:
+                self._streak = self._streak + 1 if self._bulk else 0
+                batch = self._pop_interactive([])
+                deadline = time.monotonic() + self.max_wait
+                while self._room(batch) and self._incoming > 0 and not self._stop:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cv.wait(left)
+                    batch = self._pop_interactive(batch)
+                lane = INTERACTIVE
+            if batch:
+                self.batches[lane] += 1
             return batch
+
+    def _room(self, batch: list[tuple[_Request, int]]) -> bool:
+        return len(batch) < self.max_batch_size
+
+    def _fits(self, batch: list[tuple[_Request, int]], longest: int, item: Prepared) -> bool:
+        """Whether ``item`` may join ``batch`` (an empty batch takes anything)."""
+        if not batch:
+            return True
+        n = max(longest, item.n_tokens)
+        return self._room(batch) and padded_tokens(len(batch) + 1, n) <= self.max_batch_tokens
+
+    def _take_from(self, req: _Request, batch: list, longest: int) -> tuple[int, bool]:
+        """Move ``req``'s items into ``batch`` while they fit; (longest, req exhausted)."""
+        if not req.started:
+            req.started = True
+        while req.next_item < len(req.items):
+            i = req.order[req.next_item]
+            item = req.items[i]
+            if not self._fits(batch, longest, item):
+                return longest, False
+            batch.append((req, i))
+            longest = max(longest, item.n_tokens)
+            req.next_item += 1
+            self._queued[req.lane] -= 1
+        return longest, True
+
+    def _usable(self, req: _Request) -> bool:
+        """False for a request to drop (its caller went away); claims it otherwise."""
+        if req.abandoned or (not req.started and not req.future.set_running_or_notify_cancel()):
+            self._queued[req.lane] -= req.pending
+            return False
+        return True
+
+    def _pop_interactive(self, batch: list[tuple[_Request, int]]) -> list[tuple[_Request, int]]:
+        longest = max((r.items[i].n_tokens for r, i in batch), default=0)
+        while self._interactive and self._room(batch):
+            req = self._interactive[0]
+            if not self._usable(req):
+                self._interactive.popleft()
+                continue
+            longest, done = self._take_from(req, batch, longest)
+            if not done:
+                break
+            self._interactive.popleft()
+        return batch
+
+    def _pop_bulk(self) -> list[tuple[_Request, int]]:
+        """Round-robin over owners: each owner's oldest request gives what fits, then the next
+        owner may fill the rest."""
+        batch: list[tuple[_Request, int]] = []
+        longest = 0
+        for owner in list(self._bulk):
+            queue = self._bulk[owner]
+            while queue and self._room(batch):
+                req = queue[0]
+                if not self._usable(req):
+                    queue.popleft()
+                    continue
+                longest, done = self._take_from(req, batch, longest)
+                if not done:
+                    break
+                queue.popleft()
+            if queue:
+                self._bulk.move_to_end(owner)
+            else:
+                del self._bulk[owner]
+            if not self._room(batch) or (batch and queue):
+                break
+        return batch
 
     def _run_calls(self) -> None:
         while True:
@@ -247,37 +413,16 @@ class Engine:
             except BaseException as exc:
                 fut.set_exception(exc)
 
-    def _pop_items(self, limit: int) -> list[tuple[_Request, int]]:
-        out: list[tuple[_Request, int]] = []
-        while self._queue and len(out) < limit:
-            req = self._queue[0]
-            if not req.started:
-                if req.abandoned or not req.future.set_running_or_notify_cancel():
-                    self._queue.popleft()
-                    self._queued_items -= len(req.items) - req.next_item
-                    continue
-                req.started = True
-            if req.abandoned:
-                self._queue.popleft()
-                self._queued_items -= len(req.items) - req.next_item
-                continue
-            take = min(limit - len(out), len(req.items) - req.next_item)
-            out.extend((req, req.next_item + k) for k in range(take))
-            req.next_item += take
-            self._queued_items -= take
-            if req.next_item == len(req.items):
-                self._queue.popleft()
-        return out
-
     def _fail_all(self, exc: ApiError) -> None:
-        while self._queue:
-            req = self._queue.popleft()
+        for req in list(self._all_requests()):
             if not req.future.done():
                 with contextlib.suppress(Exception):
                     if not req.started:
                         req.future.set_running_or_notify_cancel()
                     req.future.set_exception(exc)
-        self._queued_items = 0
+        self._interactive.clear()
+        self._bulk.clear()
+        self._queued = {INTERACTIVE: 0, BULK: 0}
 
     def _run_batch(self, batch: list[tuple[_Request, int]]) -> None:
         try:
@@ -304,15 +449,23 @@ class Engine:
     def _forward(self, items: list[Prepared]) -> list[Embedding]:
         assert self.adapter is not None
         self.forward_calls += 1
+        self._dirty = True
         out = self.adapter.forward(items)
         self.items_computed += len(items)
+        self.real_tokens += sum(p.n_tokens for p in items)
+        self.padded_tokens += padded_tokens(len(items), max(p.n_tokens for p in items))
         return out
 
     def _fail_request(self, req: _Request, exc: Exception) -> None:
         with self._cv:
-            if req in self._queue:
-                self._queue.remove(req)
-                self._queued_items -= len(req.items) - req.next_item
+            if req.lane == INTERACTIVE and req in self._interactive:
+                self._interactive.remove(req)
+                self._queued[req.lane] -= req.pending
+            elif req.lane == BULK and req in self._bulk.get(req.owner, ()):
+                self._bulk[req.owner].remove(req)
+                if not self._bulk[req.owner]:
+                    del self._bulk[req.owner]
+                self._queued[req.lane] -= req.pending
             req.abandoned = True
         if not req.future.done():
             if not isinstance(exc, ApiError):

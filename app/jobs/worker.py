@@ -30,6 +30,7 @@ from rq.exceptions import StopRequested
 from rq.timeouts import TimerDeathPenalty
 
 from app.cache import CachePolicy, EmbeddingCache, encode_embedding
+from app.engine.runner import BULK
 from app.errors import ApiError, ModelNotReady, Overloaded, error_record
 from app.jobs import store
 from app.jobs.items import JobItem
@@ -81,7 +82,9 @@ def embed_chunk(job_id: str, start: int, items: list[JobItem], options: dict) ->
         params, keys = [it.param for it in items], [it.key for it in items]
         truncate = bool(options.get("truncate"))
         embeddings = context.run(
-            lambda: context.pipeline.run(inputs, params, keys, policy, truncate=truncate)
+            lambda: context.pipeline.run(
+                inputs, params, keys, policy, truncate=truncate, lane=BULK, owner=job_id
+            )
         )
     except ApiError as exc:
         if exc.status >= 500:

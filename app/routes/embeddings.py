@@ -14,9 +14,10 @@ async def create_embeddings(request: Request) -> HTTPResponse:
     req = parse_embedding_request(read_json(request))
     service: EmbeddingService = request.app.ctx.service
     result = await service.embed(req, cache_control=request.headers.get("cache-control"))
-    return await embeddings_response(
-        result.body, result.n_floats, headers={"X-Cache": result.cache}
-    )
+    headers = {"X-Cache": result.cache}
+    if result.lane is not None:
+        headers["X-Lane"] = result.lane
+    return await embeddings_response(request, result.body, result.n_floats, headers=headers)
 
 
 def register(app: Sanic) -> None:

@@ -26,7 +26,7 @@ async def job_status(request: Request, job_id: str) -> HTTPResponse:
 
 async def job_result(request: Request, job_id: str) -> HTTPResponse:
     result = await request.app.ctx.service.job_result(job_id, request.args.get("encoding_format"))
-    return await embeddings_response(result.body, result.n_floats)
+    return await embeddings_response(request, result.body, result.n_floats)
 
 
 async def cancel_job(request: Request, job_id: str) -> HTTPResponse:

@@ -143,3 +143,35 @@ def test_a_model_that_cannot_load_makes_the_server_exit(tmp_path: Path) -> None:
     assert code == 1
     out = server.output()
     assert "cannot serve" in out and "not-a-model" in out and "not supported" in out
+
+
+@pytest.mark.slow
+def test_a_query_during_a_1024_input_request_returns_while_the_bulk_still_runs(
+    minilm_server: ServerProcess,
+) -> None:
+    """Search while indexing: the query takes the interactive lane, ahead of the bulk."""
+    import threading
+    import time
+
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    docs = [" ".join(words[(i + k) % 12] for k in range(8 + i % 40)) for i in range(1024)]
+    model = minilm_server.openai().models.list().data[0].id
+    done: dict[str, float] = {}
+
+    def bulk() -> None:
+        r = httpx.post(minilm_server.url + "/v1/embeddings", timeout=600,
+                       json={"model": model, "input": docs}, headers={"Cache-Control": "no-store"})  # fmt: skip
+        assert r.status_code == 200 and len(r.json()["data"]) == 1024
+        assert r.headers["x-lane"] == "bulk"
+        done["bulk"] = time.monotonic()
+
+    t = threading.Thread(target=bulk)
+    t.start()
+    time.sleep(1.0)  # the bulk request is being computed
+    r = httpx.post(minilm_server.url + "/v1/embeddings", timeout=60,
+                   json={"model": model, "input": "where is the query?"},
+                   headers={"Cache-Control": "no-store"})  # fmt: skip
+    answered = time.monotonic()
+    assert r.status_code == 200 and r.headers["x-lane"] == "interactive"
+    t.join(600)
+    assert done["bulk"] > answered, "the query waited for the whole bulk request"

@@ -159,8 +159,9 @@ def test_a_query_during_a_1024_input_request_returns_while_the_bulk_still_runs(
     done: dict[str, float] = {}
 
     def bulk() -> None:
-        r = httpx.post(minilm_server.url + "/v1/embeddings", timeout=600,
-                       json={"model": model, "input": docs}, headers={"Cache-Control": "no-store"})  # fmt: skip
+        body = {"model": model, "input": docs}
+        r = httpx.post(minilm_server.url + "/v1/embeddings", json=body, timeout=600,
+                       headers={"Cache-Control": "no-store"})  # fmt: skip
         assert r.status_code == 200 and len(r.json()["data"]) == 1024
         assert r.headers["x-lane"] == "bulk"
         done["bulk"] = time.monotonic()

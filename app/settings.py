@@ -58,6 +58,12 @@ class Settings:
         "Most tokens in one request (OpenAI: 300000).", default=300_000
     )
     max_body_bytes: int = _opt("Largest request body in bytes (413 above).", default=64 << 20)
+    token_ids: str = _opt(
+        "What token-id inputs mean: 'reject' (400 naming the likely cause: LangChain sends "
+        "tiktoken ids), 'tiktoken' (cl100k_base ids, decoded and re-tokenised, as OpenAI reads "
+        "them), 'model' (this model's own tokenizer ids).",
+        default="reject",
+    )
     # --- ColQwen prompts (defaults follow colpali-engine 0.3.18) ---
     query_prefix: str | None = _opt(
         "Text put before each query (colpali-engine 0.3.18: none; 0.3.10: 'Query: ').",
@@ -216,4 +222,6 @@ def load_settings(
         parser.error(f"--model is required (a hub id or a local directory; env {ENV_PREFIX}MODEL)")
     if settings.dtype not in ("auto", "float32", "bfloat16", "float16"):
         parser.error(f"--dtype must be auto, float32, bfloat16 or float16, not {settings.dtype!r}")
+    if settings.token_ids not in ("model", "tiktoken", "reject"):
+        parser.error(f"--token-ids must be model, tiktoken or reject, not {settings.token_ids!r}")
     return settings

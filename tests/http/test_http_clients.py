@@ -251,23 +251,58 @@ def test_typed_media_part_on_a_text_model_is_unsupported_without_fetch(servers, 
     assert len(media.requests) == before
 
 
-def test_image_model_still_reads_url_strings_as_media(tiny_colqwen_path, media):
-    """Multi-vector models keep the earlier server's behaviour: a plain URL string is an image."""
+@pytest.fixture(scope="module")
+def colqwen(tiny_colqwen_path: Path) -> Iterator[ServerThread]:
     settings = Settings(
         model=str(tiny_colqwen_path), served_model_name="tiny", blas="off", allow_private_media=True
     )
     engine = load_engine(settings)
     engine.wait_ready(120)
     thread = ServerThread(create_app(settings, engine)).start()
-    try:
-        before = len(media.requests)
-        r = httpx.post(
-            thread.url + "/v1/embeddings",
-            json={"model": "tiny", "input": [media.url("/img/png.png")]},
-            timeout=60,
-        )
-        assert r.status_code == 200, r.text
-        assert "image_grid" in r.json()["data"][0]
-        assert len(media.requests) == before + 1
-    finally:
-        thread.stop()
+    yield thread
+    thread.stop()
+
+
+def test_image_model_still_reads_url_strings_as_media(colqwen, media):
+    """Multi-vector models keep the earlier server's behaviour: a plain URL string is an image."""
+    before = len(media.requests)
+    r = httpx.post(
+        colqwen.url + "/v1/embeddings",
+        json={"model": "tiny", "input": [media.url("/img/png.png")]},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    assert "image_grid" in r.json()["data"][0]
+    assert len(media.requests) == before + 1
+
+
+def _png_uri(size: tuple[int, int]) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 90)).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.mark.parametrize("size", [(850, 1100), (64, 48), (3000, 400)])
+def test_image_size_is_the_size_embedded_and_source_size_the_decoded_one(colqwen, size):
+    part = {"type": "image_url", "image_url": {"url": _png_uri(size)}}
+    r = httpx.post(
+        colqwen.url + "/v1/embeddings", json={"model": "tiny", "input": [part]}, timeout=60
+    )
+    assert r.status_code == 200, r.text
+    item = r.json()["data"][0]
+    rows, cols = item["image_grid"]
+    assert item["source_size"] == list(size)
+    assert item["image_size"] == [cols * 28, rows * 28]  # 14 px patches, 2 x 2 merged per token
+    # what the model's image processor really resizes to (smart_resize, the model's pixel range)
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    card = httpx.get(colqwen.url + "/v1/models/tiny", timeout=30).json()
+    lo, hi = card["image"]["min_pixels"], card["image"]["max_pixels"]
+    h, w = smart_resize(size[1], size[0], factor=28, min_pixels=lo, max_pixels=hi)
+    assert item["image_size"] == [w, h]
+    assert item["image_size"] != list(size)

@@ -6,14 +6,14 @@ Usage::
 
 * default (``--platform native``): copies the working tree (tracked + untracked, not
   ignored) to a temp dir and runs
-  ``uv sync --locked --no-dev`` there with the normal uv cache (``--offline``: everything
-  needed is already cached by the project's own sync), then reports ``du`` of ``.venv``.
+  ``uv sync --locked --no-dev`` there with the normal uv cache (the project's own sync has
+  cached everything it needs), then reports ``du`` of ``.venv``.
 * ``--dev``: include the dev group (what ``uv run pytest`` installs).
 * ``--cold``: an empty ``UV_CACHE_DIR``, so every wheel is downloaded from PyPI (needs network);
   the time reported is then a real first ``uv sync``.
 * ``--platform macos-arm64``: install the lock's macOS arm64 set (``uv export`` then
   ``uv pip install --target --python-platform aarch64-apple-darwin``), for a size measured on
-  Linux; downloads the macOS wheels (needs network unless cached; never ``--offline``).
+  Linux; downloads the macOS wheels (needs network unless cached).
 
 Prints one JSON line: {"mode", "seconds", "mb", "packages"}.
 """
@@ -74,9 +74,8 @@ def measure(dev: bool, cold: bool, platform: str) -> dict[str, object]:
             env["UV_CACHE_DIR"] = str(Path(tmp) / "uv-cache")
         groups = [] if dev else ["--no-dev"]
         suffix = (" +dev" if dev else "") + (" cold" if cold else "")
-        offline = [] if cold else ["--offline"]
         if platform == "native":
-            cmd = [uv, "sync", "--locked", "--quiet", *groups, *offline]
+            cmd = [uv, "sync", "--locked", "--quiet", *groups]
             start = time.monotonic()
             subprocess.run(cmd, cwd=work, env=env, check=True)
             seconds = time.monotonic() - start

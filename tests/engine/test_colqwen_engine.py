@@ -78,7 +78,11 @@ def test_shapes_norms_and_no_padding_rows(colqwen_engine: Engine) -> None:
         np.testing.assert_allclose(np.linalg.norm(emb.vectors, axis=1), 1.0, atol=1e-5)
         # no padding row: every row is a real, distinct token vector
         assert np.all(np.abs(emb.vectors).sum(axis=1) > 0)
-    assert out[2].extras == {"image_grid": [11, 4], "image_token_span": [6, 50]}
+    assert out[2].extras == {
+        "image_grid": [11, 4],
+        "image_token_span": [6, 50],
+        "image_size": [4 * 28, 11 * 28],  # as embedded (after smart_resize), [width, height]
+    }
 
 
 def test_query_and_image_prompts_differ(colqwen_engine: Engine) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import time
 
@@ -11,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 from fake_adapter import FAIL_MARKER
-from http_servers import MV_MODEL, POOLED_MODEL, Served
+from http_servers import MV_MODEL, MV_SETTINGS, POOLED_MODEL, Served
 from PIL import Image
 
 from app.encoding import decode_base64
@@ -91,7 +92,8 @@ def test_openai_client_default_base64_gets_all_token_vectors(mv_server: Served) 
         assert d.model_extra["shape"] == [n, 8]
 
 
-def test_token_id_inputs(mv_server: Served) -> None:
+def test_token_id_inputs(make_server) -> None:
+    mv_server = make_server(dataclasses.replace(MV_SETTINGS, token_ids="model"))
     one = post(mv_server, {"model": MV_MODEL, "input": [5, 6, 7]})
     assert one.status_code == 200, one.text
     assert [d["shape"] for d in one.json()["data"]] == [[3, 8]]

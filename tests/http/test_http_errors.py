@@ -115,7 +115,8 @@ def test_too_many_tokens_in_one_request(mv_server: Served) -> None:
     assert "45" in err["message"] and "40" in err["message"]
 
 
-def test_invalid_token_ids(mv_server: Served) -> None:
+def test_invalid_token_ids(make_server) -> None:
+    mv_server = make_server(dataclasses.replace(MV_SETTINGS, token_ids="model"))
     err = assert_error(
         post(mv_server, {"model": MV_MODEL, "input": [[1, 2], [3, 100000]]}),
         400,

@@ -74,18 +74,18 @@ def test_list_of_strings() -> None:
 
 
 def test_list_of_ints_is_one_token_input() -> None:
-    (item,) = resolve([101, 2023, 102])
+    (item,) = resolve([101, 2023, 102], token_ids="model")
     assert item == ResolvedItem(0, None, TokenInput((101, 2023, 102)), "input")
 
 
 def test_list_of_lists_of_ints_is_several_token_inputs() -> None:
-    items = resolve([[1, 2], [3], [4, 5, 6]])
+    items = resolve([[1, 2], [3], [4, 5, 6]], token_ids="model")
     assert [i.item for i in items] == [TokenInput((1, 2)), TokenInput((3,)), TokenInput((4, 5, 6))]
     assert [i.param for i in items] == ["input[0]", "input[1]", "input[2]"]
 
 
 def test_token_ids_are_not_checked_against_a_vocabulary_here() -> None:
-    (item,) = resolve([10**9, -1])
+    (item,) = resolve([10**9, -1], token_ids="model")
     assert item.item == TokenInput((10**9, -1))  # the engine validates against its tokenizer
 
 
@@ -219,7 +219,9 @@ def test_shape_errors(raw: object, param: str, fragment: str) -> None:
 def test_max_inputs() -> None:
     invalid(["a", "b", "c"], "input", "3 inputs, more than the server's limit of 2", max_inputs=2)
     invalid([[1], [2], [3]], "input", "--max-inputs", max_inputs=2)
-    assert len(resolve([1, 2, 3, 4, 5], max_inputs=2)) == 1  # one token input, however long
+    assert (
+        len(resolve([1, 2, 3, 4, 5], max_inputs=2, token_ids="model")) == 1
+    )  # one token input, however long
     assert len(resolve(["a", "b"], max_inputs=2)) == 2
 
 

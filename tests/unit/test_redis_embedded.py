@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from app import redis_embedded
+from app.redis_binary import install_hint
 from app.redis_embedded import DataDirLocked, find_redis_server, start_redis
 from app.settings import Settings
 
@@ -127,7 +128,7 @@ def test_fakeredis_fallback_warns_once_and_shares_one_server(monkeypatch, tmp_pa
     assert h.kind == "fakeredis" and not h.persistent
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "NOT persistent" in warnings[0]
-    assert "brew install redis" in warnings[0] and "apt install redis-server" in warnings[0]
+    assert f"`{install_hint()}`" in warnings[0]  # the one command for this machine
     h.sync_client().set("k", "v")
 
     import asyncio

@@ -786,6 +786,115 @@ def make_minilm_goldens(out_dir: Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# Tiny pooled text families (sentence-transformers, torch) on the make_tiny_models.py models
+# --------------------------------------------------------------------------------------------
+
+TEXT_FAMILIES_REFERENCE = "text_families_reference"
+# family -> directory name written by make_tiny_models.py
+TEXT_FAMILY_DIRS: dict[str, str] = {
+    "bert": "tiny-bert",
+    "xlm_roberta": "tiny-xlm-roberta",
+    "modernbert": "tiny-modernbert",
+    "qwen3": "tiny-qwen3",
+    "gemma3_text": "tiny-embeddinggemma",
+}
+TEXT_FAMILY_TEXTS: tuple[str, ...] = (
+    "hi",
+    "What is the total amount due on invoice 4521?",
+    "The weather today is sunny with a light breeze from the west.",
+    "Où est la gare? Ünïcödé café — naïve ✓",
+    "  (e.g.) 3.14 vs. 2,718; x^2 + y^2 = z^2?!  ",
+    "Retrieval systems turn documents and questions into vectors. A query such as how much did "
+    "sales grow in the third quarter should find the page with the revenue chart, even when the "
+    "words on the page are different from the words in the question.",
+)
+
+
+def model_dir_digest(path: Path) -> str:
+    """sha256 over every file of a model directory (relative name and bytes), sorted by name;
+    the tests rebuild the tiny models and check this digest before comparing vectors."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def build_tiny_text_models(out: Path) -> None:
+    """make_tiny_models.py needs mlx-embeddings (project venv), so run it there with uv."""
+    import subprocess
+
+    subprocess.run(
+        ["uv", "run", "--locked", "python", str(SCRIPTS_DIR / "make_tiny_models.py"), str(out)],
+        cwd=REPO_ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def make_text_family_goldens(out_dir: Path, models_dir: Path) -> dict[str, Any]:
+    """Per family: sentence-transformers' vectors of TEXT_FAMILY_TEXTS, each text alone, with no
+    prompt and with each of the model's prompts; the ST token ids; batched-vs-alone diffs."""
+    from sentence_transformers import SentenceTransformer
+
+    arrays: dict[str, np.ndarray] = {}
+    families: dict[str, Any] = {}
+    texts = list(TEXT_FAMILY_TEXTS)
+    for family, dirname in TEXT_FAMILY_DIRS.items():
+        path = models_dir / dirname
+        model = SentenceTransformer(str(path), device="cpu")
+        model.eval()
+        modes: list[str | None] = [None, *sorted(model.prompts)]
+        entry: dict[str, Any] = {
+            "model_dir": dirname,
+            "model_digest": model_dir_digest(path),
+            "modules": [type(m).__name__ for m in model],
+            "prompts": dict(model.prompts),
+            "default_prompt_name": model.default_prompt_name,
+            "padding_side": model.tokenizer.padding_side,
+            "modes": {},
+        }
+        for mode in modes:
+            key = mode or "none"
+            prompt = model.prompts.get(mode, "") if mode else ""
+            alone = np.stack(
+                [
+                    model.encode([t], batch_size=1, prompt_name=mode, convert_to_numpy=True)[0]
+                    for t in texts
+                ]
+            ).astype(np.float32)
+            batched = model.encode(
+                texts, batch_size=len(texts), prompt_name=mode, convert_to_numpy=True
+            ).astype(np.float32)
+            assert np.isfinite(alone).all(), (family, key)
+            ids = [model.tokenizer(prompt + t)["input_ids"] for t in texts]
+            arrays[f"{family}.{key}.embeddings"] = alone
+            entry["modes"][key] = {
+                "prompt": prompt,
+                "input_ids": [list(map(int, x)) for x in ids],
+                "batched_vs_alone_max_abs_diff": float(
+                    np.nan_to_num(np.abs(batched - alone), nan=9.0).max()
+                ),
+            }
+        families[family] = entry
+    write_npz(out_dir / f"{TEXT_FAMILIES_REFERENCE}.npz", arrays)
+    summary = {
+        "reference": "sentence_transformers.SentenceTransformer(dir, device='cpu').encode(...), "
+        "each text alone (batch of 1)",
+        "models": "scripts/make_tiny_models.py (random weights, seed 0), rebuilt by the tests",
+        "npz_keys": "<family>.<mode>.embeddings (float32, (texts, dim)); mode = none or a "
+        "prompt name",
+        "texts": texts,
+        "versions": _package_versions(),
+        "families": families,
+    }
+    write_json(out_dir / f"{TEXT_FAMILIES_REFERENCE}.json", summary)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
 
@@ -794,7 +903,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", nargs="?", type=Path, default=DEFAULT_OUT_DIR)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument(
+        "--only",
+        choices=["colqwen", "minilm", "text-families"],
+        action="append",
+        help="write only these goldens (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--tiny-models-dir",
+        type=Path,
+        help="tiny models already built by make_tiny_models.py (default: build them now)",
+    )
     args = parser.parse_args(argv)
+    only = set(args.only or ["colqwen", "minilm", "text-families"])
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -806,6 +927,24 @@ def main(argv: list[str] | None = None) -> int:
 
     out_dir: Path = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    if "text-families" in only:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            models_dir = args.tiny_models_dir or Path(tmp)
+            if args.tiny_models_dir is None:
+                build_tiny_text_models(models_dir)
+            text = make_text_family_goldens(out_dir, models_dir)
+        for family, entry in text["families"].items():
+            diffs = {
+                m: f"{v['batched_vs_alone_max_abs_diff']:.1e}" for m, v in entry["modes"].items()
+            }
+            print(
+                f"{family}: {entry['modules']} padding={entry['padding_side']} "
+                f"batched-vs-alone {diffs}"
+            )
+    if "colqwen" not in only and "minilm" not in only:
+        return 0
     colqwen = make_colqwen_goldens(out_dir, args.seed)
     minilm = make_minilm_goldens(out_dir)
     assert "torchvision" not in sys.modules

@@ -39,10 +39,11 @@ def read_json(path: Path) -> dict[str, Any]:
         return json.load(f)
 
 
-def load_mlx_model(path: Path) -> nn.Module:
+def load_mlx_model(path: Path, model_config: dict[str, Any] | None = None) -> nn.Module:
+    """``model_config`` overrides config.json keys (e.g. a family's translated keys)."""
     from mlx_embeddings.utils import load_model
 
-    return load_model(path, lazy=False, path_to_repo=str(path))
+    return load_model(path, lazy=False, model_config=model_config or {}, path_to_repo=str(path))
 
 
 def weights_fingerprint(model_id: str, path: Path) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from app.cache import CachePolicy, EmbeddingCache, item_key, modality
 from app.engine.base import Embedding, EngineInput, Prepared
+from app.engine.prompts import prompt_role
 from app.errors import ApiError, InvalidRequest, JobFailed, QueueUnavailable
 from app.job_items import JobItem
 from app.jobs import JobStore, should_queue
@@ -38,6 +39,9 @@ class Embedded:
 
 
 def default_prompt_role(item: EngineInput) -> str:
+    role = prompt_role(item)  # the prompt the request chose (input_type / prompt_name)
+    if role is not None:
+        return role
     return "document" if modality(item) == "image" else "query"
 
 

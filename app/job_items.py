@@ -44,9 +44,9 @@ def encode_items(items: Sequence[JobItem]) -> bytes:
         entry: dict[str, Any] = {"key": it.cache_key, "index": it.index}
         inp = it.input
         if isinstance(inp, TextInput):
-            entry |= {"kind": "text", "text": inp.text}
+            entry |= {"kind": "text", "text": inp.text, "prompt": inp.prompt_name}
         elif isinstance(inp, TokenInput):
-            entry |= {"kind": "tokens", "ids": list(inp.ids)}
+            entry |= {"kind": "tokens", "ids": list(inp.ids), "prompt": inp.prompt_name}
         elif isinstance(inp, ImageInput):
             png = _png(inp.image)
             entry |= {
@@ -74,9 +74,9 @@ def decode_items(blob: bytes) -> list[JobItem]:
         kind = entry["kind"]
         inp: EngineInput
         if kind == "text":
-            inp = TextInput(entry["text"])
+            inp = TextInput(entry["text"], entry.get("prompt"))
         elif kind == "tokens":
-            inp = TokenInput(tuple(entry["ids"]))
+            inp = TokenInput(tuple(entry["ids"]), entry.get("prompt"))
         elif kind == "image":
             start = base + entry["off"]
             image = Image.open(io.BytesIO(blob[start : start + entry["len"]]))

@@ -657,6 +657,47 @@ def make_colqwen_goldens(out_dir: Path, seed: int) -> dict[str, Any]:
     return summary
 
 
+COLQWEN_TEXT_DOCUMENTS = "colqwen_text_documents"
+
+
+def make_colqwen_text_document_goldens(out_dir: Path, seed: int) -> dict[str, Any]:
+    """Texts embedded as DOCUMENTS by ColQwen2.5 (colpali-engine's ``process_texts``: no query
+    prefix/suffix), on the committed tiny-colqwen2.5 (rebuilt with ``seed`` and checked equal to
+    the committed weights). Every query text of QUERIES, alone."""
+    import torch
+    from safetensors.numpy import load_file
+
+    model_dir = out_dir / COLQWEN_DIRNAME
+    config = json.loads((model_dir / "config.json").read_text())
+    model = build_colqwen(hf_config_from_disk(config), seed)
+    committed = load_file(str(model_dir / "model.safetensors"))
+    for k, v in model.state_dict().items():
+        assert np.array_equal(committed[published_key(k)], v.numpy()), k
+    image_processor_config = json.loads((model_dir / "preprocessor_config.json").read_text())
+    processor = make_processor(model_dir, image_processor_config)
+    arrays: dict[str, np.ndarray] = {}
+    items = []
+    with torch.no_grad():
+        for name, text in QUERIES:
+            batch = processor.process_texts([text])
+            emb = _real_rows(model(**batch), batch["attention_mask"])
+            ids = batch["input_ids"][0].numpy().astype(np.int64)
+            arrays[f"{name}.input_ids"] = ids
+            arrays[f"{name}.embeddings"] = emb
+            items.append({"name": name, "text": text, "num_tokens": int(ids.shape[0])})
+    write_npz(out_dir / f"{COLQWEN_TEXT_DOCUMENTS}.npz", arrays)
+    summary = {
+        "model_dir": COLQWEN_DIRNAME,
+        "reference": "colpali_engine ColQwen2_5 + ColQwen2_5_Processor.process_texts (texts as "
+        "documents: no query prefix or augmentation suffix), each text alone",
+        "npz_keys": "<name>.input_ids (int64), <name>.embeddings (float32, (tokens, 128))",
+        "versions": _package_versions(),
+        "items": items,
+    }
+    write_json(out_dir / f"{COLQWEN_TEXT_DOCUMENTS}.json", summary)
+    return summary
+
+
 # --------------------------------------------------------------------------------------------
 # all-MiniLM-L6-v2 (sentence-transformers, torch)
 # --------------------------------------------------------------------------------------------
@@ -905,7 +946,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument(
         "--only",
-        choices=["colqwen", "minilm", "text-families"],
+        choices=["colqwen", "colqwen-text-documents", "minilm", "text-families"],
         action="append",
         help="write only these goldens (repeatable; default: all)",
     )
@@ -915,7 +956,7 @@ def main(argv: list[str] | None = None) -> int:
         help="tiny models already built by make_tiny_models.py (default: build them now)",
     )
     args = parser.parse_args(argv)
-    only = set(args.only or ["colqwen", "minilm", "text-families"])
+    only = set(args.only or ["colqwen", "colqwen-text-documents", "minilm", "text-families"])
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -944,9 +985,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"batched-vs-alone {diffs}"
             )
     if "colqwen" not in only and "minilm" not in only:
+        if "colqwen-text-documents" in only:
+            docs = make_colqwen_text_document_goldens(out_dir, args.seed)
+            print("ColQwen2.5 texts as documents:", [i["num_tokens"] for i in docs["items"]])
         return 0
     colqwen = make_colqwen_goldens(out_dir, args.seed)
     minilm = make_minilm_goldens(out_dir)
+    if "colqwen-text-documents" in only:
+        make_colqwen_text_document_goldens(out_dir, args.seed)
     assert "torchvision" not in sys.modules
 
     print("versions:", json.dumps(colqwen["versions"]))

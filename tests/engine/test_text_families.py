@@ -192,3 +192,10 @@ def test_gemma3_sliding_layers_see_only_their_window(engines) -> None:
     assert cosines(unwindowed.vectors, ref) < 0.99
     (windowed,) = engine.embed_blocking([prepared])
     assert cosines(windowed.vectors, ref) >= COSINE_MIN
+
+
+def test_every_family_is_routed_and_has_a_golden() -> None:
+    from app.engine import TEXT_FAMILY_NAMES
+    from app.engine.families import TEXT_FAMILIES
+
+    assert set(TEXT_FAMILY_NAMES) == set(TEXT_FAMILIES) == set(FAMILIES)

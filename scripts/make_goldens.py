@@ -935,6 +935,85 @@ def make_text_family_goldens(out_dir: Path, models_dir: Path) -> dict[str, Any]:
     return summary
 
 
+SIGLIP_REFERENCE = "siglip_reference"
+SIGLIP_DIR = "tiny-siglip-patch8-32"
+
+
+def make_siglip_goldens(out_dir: Path, models_dir: Path) -> dict[str, Any]:
+    """transformers' SiglipModel on the tiny SigLIP: text features of TEXT_FAMILY_TEXTS padded
+    to max_length WITHOUT an attention mask (SigLIP's training-time behaviour, and what
+    transformers 4's tokenizer gave), image features of the committed test PNGs (the PIL
+    SiglipImageProcessor); each alone. The masked text variant is recorded for comparison."""
+    import torch
+    from transformers import AutoTokenizer, SiglipModel
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    path = models_dir / SIGLIP_DIR
+    model = SiglipModel.from_pretrained(str(path)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    pre = json.loads((path / "preprocessor_config.json").read_text())
+    processor = SiglipImageProcessorPil(
+        **{k: v for k, v in pre.items() if k not in ("image_processor_type", "processor_class")}
+    )
+    length = int(model.config.text_config.max_position_embeddings)
+
+    def features(out: Any) -> np.ndarray:
+        out = getattr(out, "pooler_output", out)
+        return out.detach().numpy().astype(np.float32)
+
+    arrays: dict[str, np.ndarray] = {}
+    texts = list(TEXT_FAMILY_TEXTS)
+    ids, text_alone, text_masked = [], [], []
+    with torch.no_grad():
+        for t in texts:
+            enc = tokenizer([t], padding="max_length", max_length=length, truncation=True)
+            input_ids = torch.tensor(enc["input_ids"])
+            ids.append(enc["input_ids"][0])
+            text_alone.append(features(model.get_text_features(input_ids=input_ids))[0])
+            mask = (input_ids != tokenizer.pad_token_id).long()
+            mask[:, : int(mask.sum()) + 1] = 1  # the real tokens and the first </s>
+            text_masked.append(
+                features(model.get_text_features(input_ids=input_ids, attention_mask=mask))[0]
+            )
+        images, names = [], []
+        for spec in IMAGE_SPECS:
+            with Image.open(out_dir / IMAGES_DIRNAME / f"{spec.name}.png") as f:
+                images.append(f.convert("RGB"))
+            names.append(spec.name)
+        pixels = [processor([img], return_tensors="pt")["pixel_values"] for img in images]
+        image_alone = np.stack(
+            [features(model.get_image_features(pixel_values=p))[0] for p in pixels]
+        )
+        image_batched = features(model.get_image_features(pixel_values=torch.cat(pixels)))
+    text_alone_arr, text_masked_arr = np.stack(text_alone), np.stack(text_masked)
+    arrays["text.embeddings"] = text_alone_arr
+    arrays["image.embeddings"] = image_alone
+    arrays["image.pixel_values"] = torch.cat(pixels).numpy().astype(np.float32)
+
+    def cos(a: np.ndarray, b: np.ndarray) -> list[float]:
+        n = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+        return [round(float(x), 4) for x in n]
+
+    write_npz(out_dir / f"{SIGLIP_REFERENCE}.npz", arrays)
+    summary = {
+        "model_dir": SIGLIP_DIR,
+        "model_digest": model_dir_digest(path),
+        "reference": "transformers SiglipModel.get_text_features(input_ids padded to "
+        "max_length, no attention mask) / get_image_features(SiglipImageProcessorPil pixels), "
+        "each item alone",
+        "npz_keys": "text.embeddings (float32, (texts, dim)), image.embeddings (float32, "
+        "(images, dim)), image.pixel_values (float32, (images, 3, S, S)); not normalized",
+        "texts": texts,
+        "text_input_ids": [list(map(int, x)) for x in ids],
+        "images": names,
+        "image_batched_vs_alone_max_abs_diff": float(np.abs(image_batched - image_alone).max()),
+        "text_masked_vs_unmasked_cosine": cos(text_alone_arr, text_masked_arr),
+        "versions": _package_versions(),
+    }
+    write_json(out_dir / f"{SIGLIP_REFERENCE}.json", summary)
+    return summary
+
+
 # --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
@@ -976,6 +1055,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.tiny_models_dir is None:
                 build_tiny_text_models(models_dir)
             text = make_text_family_goldens(out_dir, models_dir)
+            siglip = make_siglip_goldens(out_dir, models_dir)
+        print("siglip text masked-vs-unmasked cosine:", siglip["text_masked_vs_unmasked_cosine"])
         for family, entry in text["families"].items():
             diffs = {
                 m: f"{v['batched_vs_alone_max_abs_diff']:.1e}" for m, v in entry["modes"].items()

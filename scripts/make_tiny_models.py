@@ -17,7 +17,8 @@ Writes these model directories under ``DIR``:
   exact GELU, sliding-window layers, search_query/search_document prompts), ``tiny-qwen3/``
   (Qwen/Qwen3-Embedding-0.6B: left-padding tokenizer appending <|endoftext|>, last-token
   pooling, instruct query prompt), ``tiny-embeddinggemma/`` (google/embeddinggemma-300m:
-  Gemma3TextModel, bidirectional sliding-window layers, 2_Dense/3_Dense, its prompts).
+  Gemma3TextModel, bidirectional sliding-window layers, 2_Dense/3_Dense, its prompts),
+  ``tiny-siglip-patch8-32/`` (google/siglip-base-patch16-224: SiglipModel, spiece.model).
 
 Everything is random but deterministic (fixed seeds, numpy generators, in-process tokenizer
 training on a built-in corpus), so reruns produce identical files. No torch is needed: the
@@ -1166,6 +1167,154 @@ def make_tiny_gemma3(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
     return out_dir
 
 
+SIGLIP_DIRNAME = "tiny-siglip-patch8-32"  # mlx-embeddings reads patch/image size from the name
+SIGLIP_TEXT_LENGTH = 16  # text max_position_embeddings: texts are padded to it (64 in SigLIP)
+
+
+def write_siglip_tokenizer(out_dir: Path, vocab_size: int = 300) -> dict[str, int]:
+    """A tiny SentencePiece unigram ``spiece.model`` in the SigLIP layout (``</s>`` is pad and
+    eos, ``<unk>``), trained in-process single-threaded (deterministic)."""
+    import io
+
+    import sentencepiece as spm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_corpus_lines()),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        character_coverage=1.0,
+        num_threads=1,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        pad_piece="<pad>",
+        eos_piece="</s>",
+        unk_piece="<unk>",
+        add_dummy_prefix=True,
+        minloglevel=2,
+    )
+    (out_dir / "spiece.model").write_bytes(model.getvalue())
+    config = {
+        "additional_special_tokens": [],
+        "clean_up_tokenization_spaces": True,
+        "do_lower_case": True,
+        "eos_token": "</s>",
+        "model_input_names": ["input_ids"],
+        "model_max_length": SIGLIP_TEXT_LENGTH,
+        "pad_token": "</s>",
+        "processor_class": "SiglipProcessor",
+        "sp_model_kwargs": {},
+        "tokenizer_class": "SiglipTokenizer",
+        "unk_token": "<unk>",
+    }
+    _write_json(out_dir / "tokenizer_config.json", config)
+    _write_json(
+        out_dir / "special_tokens_map.json",
+        {"eos_token": "</s>", "pad_token": "</s>", "unk_token": "<unk>"},
+    )
+    return {"<pad>": 0, "</s>": 1, "<unk>": 2}
+
+
+def siglip_published_key(mlx_key: str) -> str:
+    """MLX-internal SigLIP names -> HF ``SiglipModel`` names (inverse of siglip.Model.sanitize)."""
+    for inner in ("text_model.text_model.", "vision_model.vision_model."):
+        if mlx_key.startswith(inner):
+            key = mlx_key[len(inner.split(".")[0]) + 1 :]
+            return key.replace("in_proj.weight", "in_proj_weight").replace(
+                "in_proj.bias", "in_proj_bias"
+            )
+    if mlx_key in ("logit_scale", "logit_bias"):
+        return mlx_key
+    raise ValueError(f"unexpected SigLIP parameter {mlx_key}")
+
+
+def make_tiny_siglip(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
+    """A tiny SigLIP in the layout of google/siglip-base-patch16-224 (``SiglipModel`` weights,
+    ``spiece.model``, SiglipImageProcessor settings). The directory name carries
+    ``patch<P>-<S>`` because mlx-embeddings 0.1.0 reads the sizes from it."""
+    from mlx_embeddings.models.siglip import Model, ModelArgs, TextConfig, VisionConfig
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_siglip_tokenizer(out_dir)
+    import sentencepiece as spm
+
+    vocab = spm.SentencePieceProcessor(model_file=str(out_dir / "spiece.model")).get_piece_size()
+    text = {
+        "model_type": "siglip_text_model",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "max_position_embeddings": SIGLIP_TEXT_LENGTH,
+        "vocab_size": vocab,
+        "layer_norm_eps": 1e-6,
+    }
+    vision = {
+        "model_type": "siglip_vision_model",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "image_size": 32,
+        "patch_size": 8,
+        "num_channels": 3,
+        "layer_norm_eps": 1e-6,
+    }
+    config = {
+        "architectures": ["SiglipModel"],
+        "initializer_factor": 1.0,
+        "model_type": "siglip",
+        "text_config": text,
+        "torch_dtype": "float32",
+        "vision_config": vision,
+    }
+    _write_json(out_dir / "config.json", config)
+    model = Model(ModelArgs(text_config=TextConfig(**text), vision_config=VisionConfig(**vision)))
+    params = _random_parameters_siglip(model, seed + 5)
+    weights = {siglip_published_key(k): v for k, v in params.items()}
+    patch = "vision_model.embeddings.patch_embedding.weight"
+    weights[patch] = weights[patch].transpose(0, 3, 1, 2)  # MLX (o, h, w, i) -> torch (o, i, h, w)
+    _save_weights(out_dir, weights)
+    _write_json(
+        out_dir / "preprocessor_config.json",
+        {
+            "do_normalize": True,
+            "do_rescale": True,
+            "do_resize": True,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_processor_type": "SiglipImageProcessor",
+            "image_std": [0.5, 0.5, 0.5],
+            "processor_class": "SiglipProcessor",
+            "resample": 3,
+            "rescale_factor": 1 / 255,
+            "size": {"height": 32, "width": 32},
+        },
+    )
+    return out_dir
+
+
+def _random_parameters_siglip(model: Any, seed: int) -> dict[str, mx.array]:
+    """Like _random_parameters, plus SigLIP's probe and logit scale/bias."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, mx.array] = {}
+    for name, value in sorted(tree_flatten(model.parameters())):
+        shape = tuple(value.shape)
+        if name.endswith("head.probe"):
+            arr = rng.normal(0.0, 1.0, size=shape)
+        elif name in ("logit_scale", "logit_bias"):
+            arr = np.full(shape, math.log(10.0) if name == "logit_scale" else -10.0)
+        elif "in_proj" in name and name.endswith("weight"):
+            arr = rng.normal(0.0, 2.0 / math.sqrt(shape[1]), size=shape)
+        else:
+            arr = _draw_param(name, shape, rng)
+        out[name] = mx.array(arr.astype(np.float32))
+    return out
+
+
 TEXT_FAMILY_BUILDERS = {
     "xlm_roberta": ("tiny-xlm-roberta", make_tiny_xlm_roberta),
     "modernbert": ("tiny-modernbert", make_tiny_modernbert),
@@ -1194,6 +1343,7 @@ def make_all(
             family: build(out_dir / dirname, seed=seed)
             for family, (dirname, build) in TEXT_FAMILY_BUILDERS.items()
         },
+        "siglip": make_tiny_siglip(out_dir / SIGLIP_DIRNAME, seed=seed),
     }
 
 

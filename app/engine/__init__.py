@@ -27,6 +27,10 @@ def load_adapter(settings: Settings) -> Adapter:
         from app.engine.colqwen import ColQwenAdapter
 
         adapter: Adapter = ColQwenAdapter(path, settings)
+    elif model_type == "siglip":
+        from app.engine.siglip import SiglipAdapter
+
+        adapter = SiglipAdapter(path, settings)
     elif model_type.replace("-", "_") in TEXT_FAMILY_NAMES:
         from app.engine.pooled import PooledTextAdapter
 
@@ -34,7 +38,7 @@ def load_adapter(settings: Settings) -> Adapter:
     else:
         raise ValueError(
             f"model type {model_type!r} of {settings.model} is not supported "
-            f"(supported: colqwen2_5, {', '.join(TEXT_FAMILY_NAMES)})"
+            f"(supported: colqwen2_5, siglip, {', '.join(TEXT_FAMILY_NAMES)})"
         )
     info = adapter.info
     log.info(

@@ -89,6 +89,8 @@ def test_model_info_tells_family_prompts_and_pooling(engines, family) -> None:
     assert info.extra["prompts"] == entry["prompts"]
     assert info.extra["default_prompt_name"] == entry["default_prompt_name"]
     assert info.dim == REF[f"{family}.none.embeddings"].shape[1]
+    # Qwen3-Embedding and EmbeddingGemma are Matryoshka models: smaller "dimensions" accepted
+    assert info.extra["matryoshka"] is (family in ("qwen3", "gemma3_text"))
 
 
 def test_qwen3_left_padding_is_nan_in_mlx_embeddings_right_padding_is_exact(engines) -> None:

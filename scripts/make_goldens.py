@@ -838,6 +838,7 @@ TEXT_FAMILY_DIRS: dict[str, str] = {
     "modernbert": "tiny-modernbert",
     "qwen3": "tiny-qwen3",
     "gemma3_text": "tiny-embeddinggemma",
+    "llama_bidirec": "tiny-llama-bidirec",
 }
 TEXT_FAMILY_TEXTS: tuple[str, ...] = (
     "hi",
@@ -875,6 +876,64 @@ def build_tiny_text_models(out: Path) -> None:
     )
 
 
+class BidirectionalLlamaReference:
+    """llama_bidirec models (NVIDIA's LlamaBidirectionalModel) ship as remote code; this is
+    what that code does, on transformers' own LlamaModel: the causal mask replaced by the
+    padding mask (every real token sees every real token), then sentence-transformers' mean
+    pooling and Normalize, prompts prepended to the text (the model's ST config)."""
+
+    def __init__(self, path: Path) -> None:
+        import torch
+        from safetensors.torch import load_file
+        from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+
+        raw = json.loads((path / "config.json").read_text())
+        keys = (
+            "vocab_size hidden_size intermediate_size num_hidden_layers num_attention_heads "
+            "num_key_value_heads head_dim hidden_act max_position_embeddings rms_norm_eps "
+            "tie_word_embeddings attention_bias mlp_bias bos_token_id eos_token_id pad_token_id"
+        ).split()
+        config = LlamaConfig(
+            **{k: raw[k] for k in keys},
+            rope_parameters={**raw["rope_scaling"], "rope_theta": raw["rope_theta"]},
+        )
+        config._attn_implementation = "eager"
+        self.model = LlamaModel(config).eval()
+        missing, unexpected = self.model.load_state_dict(
+            load_file(str(path / "model.safetensors")), strict=False
+        )
+        assert not unexpected and all("rotary" in k for k in missing), (missing, unexpected)
+        # (AutoTokenizer fails: transformers does not know the model type)
+        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path))
+        st = json.loads((path / "config_sentence_transformers.json").read_text())
+        self.prompts = dict(st["prompts"])
+        self.default_prompt_name = st.get("default_prompt_name")
+        self.torch = torch
+
+    def __iter__(self):
+        return iter(["LlamaBidirectionalModel", "Pooling", "Normalize"])
+
+    def eval(self) -> None:
+        self.model.eval()
+
+    def encode(self, texts, batch_size, prompt_name=None, convert_to_numpy=True) -> np.ndarray:
+        torch = self.torch
+        prompt = self.prompts.get(prompt_name, "") if prompt_name else ""
+        enc = self.tokenizer([prompt + t for t in texts], padding=True, return_tensors="pt")
+        mask = enc["attention_mask"]
+        additive = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+        additive = additive.expand(-1, 1, mask.shape[1], -1)
+        with torch.no_grad():
+            hidden = self.model(input_ids=enc["input_ids"], attention_mask=additive)[0]
+        if len(texts) == 1:  # the reference must really be bidirectional
+            with torch.no_grad():
+                causal = self.model(input_ids=enc["input_ids"])[0]
+            assert mask.shape[1] < 3 or not torch.allclose(causal, hidden, atol=1e-4)
+        m = mask[..., None].float()
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1).numpy()
+
+
 def make_text_family_goldens(out_dir: Path, models_dir: Path) -> dict[str, Any]:
     """Per family: sentence-transformers' vectors of TEXT_FAMILY_TEXTS, each text alone, with no
     prompt and with each of the model's prompts; the ST token ids; batched-vs-alone diffs."""
@@ -885,13 +944,18 @@ def make_text_family_goldens(out_dir: Path, models_dir: Path) -> dict[str, Any]:
     texts = list(TEXT_FAMILY_TEXTS)
     for family, dirname in TEXT_FAMILY_DIRS.items():
         path = models_dir / dirname
-        model = SentenceTransformer(str(path), device="cpu")
+        if family == "llama_bidirec":
+            model = BidirectionalLlamaReference(path)
+        else:
+            model = SentenceTransformer(str(path), device="cpu")
         model.eval()
         modes: list[str | None] = [None, *sorted(model.prompts)]
         entry: dict[str, Any] = {
             "model_dir": dirname,
             "model_digest": model_dir_digest(path),
-            "modules": [type(m).__name__ for m in model],
+            "modules": list(model)
+            if isinstance(model, BidirectionalLlamaReference)
+            else [type(m).__name__ for m in model],
             "prompts": dict(model.prompts),
             "default_prompt_name": model.default_prompt_name,
             "padding_side": model.tokenizer.padding_side,

@@ -1167,6 +1167,80 @@ def make_tiny_gemma3(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
     return out_dir
 
 
+LLAMA_SPECIAL_TOKENS: tuple[str, ...] = ("<|begin_of_text|>", "<|end_of_text|>")
+
+
+def make_tiny_llama_bidirec(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
+    """A tiny bidirectional Llama embedder in the layout of nvidia/llama-nemotron-embed-1b-v2
+    (``model_type`` llama_bidirec, ``LlamaBidirectionalModel`` weights without a prefix,
+    llama3 RoPE scaling, Llama-3 style byte-level BPE with ``<|begin_of_text|>`` first, mean
+    pooling + Normalize, ``query: `` / ``passage: `` prompts)."""
+    from mlx_embeddings.models.llama_bidirec import Model, ModelArgs
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = write_bpe_tokenizer(
+        out_dir,
+        specials=LLAMA_SPECIAL_TOKENS,
+        single="<|begin_of_text|> $A",
+        pair="<|begin_of_text|> $A <|begin_of_text|>:1 $B:1",
+        tokenizer_config={
+            "bos_token": "<|begin_of_text|>",
+            "clean_up_tokenization_spaces": True,
+            "eos_token": "<|end_of_text|>",
+            "model_input_names": ["input_ids", "attention_mask"],
+            "model_max_length": 8192,
+            "pad_token": "<|end_of_text|>",
+            "padding_side": "right",
+            "tokenizer_class": "PreTrainedTokenizerFast",
+        },
+    )
+    config = {
+        "architectures": ["LlamaBidirectionalModel"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": ids["<|begin_of_text|>"],
+        "eos_token_id": ids["<|end_of_text|>"],
+        "head_dim": 16,
+        "hidden_act": "silu",
+        "hidden_size": 64,
+        "initializer_range": 0.02,
+        "intermediate_size": 128,
+        "max_position_embeddings": 256,
+        "mlp_bias": False,
+        "model_type": "llama_bidirec",
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 2,
+        "pad_token_id": ids["<|end_of_text|>"],
+        "pooling": "avg",
+        "pretraining_tp": 1,
+        "rms_norm_eps": 1e-05,
+        "rope_scaling": {
+            "factor": 32.0,
+            "high_freq_factor": 4.0,
+            "low_freq_factor": 1.0,
+            "original_max_position_embeddings": 64,
+            "rope_type": "llama3",
+        },
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": True,
+        "torch_dtype": "float32",
+        "use_cache": True,
+        "vocab_size": _round_up(max(ids.values()) + 1, 8),
+    }
+    _write_json(out_dir / "config.json", config)
+    model = Model(ModelArgs.from_dict(dict(config)))
+    _save_weights(out_dir, _strip_prefix(_random_parameters(model, seed + 6), "model."))
+    write_st_files(
+        out_dir,
+        dim=64,
+        pooling="mean",
+        max_seq_length=128,
+        prompts={"query": "query: ", "document": "passage: "},
+    )
+    return out_dir
+
+
 SIGLIP_DIRNAME = "tiny-siglip-patch8-32"  # mlx-embeddings reads patch/image size from the name
 SIGLIP_TEXT_LENGTH = 16  # text max_position_embeddings: texts are padded to it (64 in SigLIP)
 
@@ -1320,6 +1394,7 @@ TEXT_FAMILY_BUILDERS = {
     "modernbert": ("tiny-modernbert", make_tiny_modernbert),
     "qwen3": ("tiny-qwen3", make_tiny_qwen3),
     "gemma3_text": ("tiny-embeddinggemma", make_tiny_gemma3),
+    "llama_bidirec": ("tiny-llama-bidirec", make_tiny_llama_bidirec),
 }
 
 

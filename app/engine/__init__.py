@@ -14,7 +14,7 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 # config.json model_type of the pooled text families (app.engine.families, which imports mlx)
-TEXT_FAMILY_NAMES = ("bert", "xlm_roberta", "modernbert", "qwen3", "gemma3_text")
+TEXT_FAMILY_NAMES = ("bert", "xlm_roberta", "modernbert", "qwen3", "gemma3_text", "llama_bidirec")
 
 
 def load_adapter(settings: Settings) -> Adapter:

@@ -178,6 +178,12 @@ TEXT_FAMILIES: dict[str, TextFamily] = {
         _inner_model,
         matryoshka=True,
     ),
+    "llama_bidirec": TextFamily(
+        "llama_bidirec",
+        "NVIDIA LlamaBidirectionalModel (remote code) = transformers LlamaModel with the "
+        "padding mask instead of the causal one; sentence-transformers pooling",
+        _last_hidden_state,
+    ),
     "gemma3_text": TextFamily(
         "gemma3_text",
         "sentence-transformers (Gemma3TextModel, bidirectional; EmbeddingGemma)",

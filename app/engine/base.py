@@ -18,11 +18,14 @@ from PIL import Image
 @dataclass(frozen=True)
 class TextInput:
     text: str
+    # The model prompt to apply (app.engine.prompts); None: none.
+    prompt_name: str | None = None
 
 
 @dataclass(frozen=True)
 class TokenInput:
     ids: tuple[int, ...]
+    prompt_name: str | None = None
 
 
 @dataclass(frozen=True)

@@ -65,12 +65,17 @@ class ColQwenAdapter:
             dtype=dtype_name(self.dtype),
             extra={
                 "architecture": "colqwen2_5",
+                "family": "colqwen2_5",
                 "min_pixels": self.processor.min_pixels,
                 "max_pixels": self.processor.max_pixels,
                 "max_image_tokens": self.processor.max_image_tokens,
                 "query_prefix": self.processor.query_prefix,
                 "query_suffix": self.processor.query_suffix,
                 "visual_prompt": self.processor.visual_prompt,
+                # text: query (prefix + text + suffix) by default, or document (plain text);
+                # images are always documents (the visual prompt)
+                "prompts": {"query": self.processor.query_prefix, "document": ""},
+                "default_prompt_name": "query",
             },
         )
 
@@ -82,14 +87,17 @@ class ColQwenAdapter:
             return Prepared(
                 n_tokens=len(payload.input_ids), payload=payload, kind="image", pixels=n_pix
             )
+        # text is a query unless the request asked for a document (then: no prompt, as
+        # colpali-engine's process_texts)
+        document = getattr(item, "prompt_name", None) == "document"
         if isinstance(item, TextInput):
-            ids = self.processor.query_ids(
-                item.text, max_tokens=self.max_tokens, truncate=truncate, param=None
-            )
+            text_ids = self.processor.document_text_ids if document else self.processor.query_ids
+            ids = text_ids(item.text, max_tokens=self.max_tokens, truncate=truncate, param=None)
         elif hasattr(item, "ids"):
-            ids = self.processor.token_query_ids(
-                item.ids, max_tokens=self.max_tokens, truncate=truncate, param=None
+            token_ids = (
+                self.processor.document_token_ids if document else self.processor.token_query_ids
             )
+            ids = token_ids(item.ids, max_tokens=self.max_tokens, truncate=truncate, param=None)
         else:
             raise UnsupportedInput(f"unsupported input type {type(item).__name__}")
         payload = ColQwenPayload(input_ids=np.asarray(ids, dtype=np.int32))

@@ -137,6 +137,37 @@ class ColQwenProcessor:
     def max_image_tokens(self) -> int:
         return self.max_pixels // (self.patch_size * self.merge_size) ** 2
 
+    def document_text_ids(
+        self, text: str, *, max_tokens: int, truncate: bool, param: str | None
+    ) -> list[int]:
+        """A text embedded as a document: colpali-engine's ``process_texts`` (no prompt)."""
+        return self._cut(self._encode(text), max_tokens, truncate, param)
+
+    def document_token_ids(
+        self, ids: tuple[int, ...], *, max_tokens: int, truncate: bool, param: str | None
+    ) -> list[int]:
+        self._check_ids(ids, param)
+        return self._cut(list(ids), max_tokens, truncate, param)
+
+    @staticmethod
+    def _cut(ids: list[int], max_tokens: int, truncate: bool, param: str | None) -> list[int]:
+        if len(ids) > max_tokens and not truncate:
+            raise InputTooLong(
+                f"this input is {len(ids)} tokens long; the limit is {max_tokens} tokens. "
+                'Shorten it or send "truncate": true.',
+                param,
+            )
+        return ids[:max_tokens]
+
+    def _check_ids(self, ids: tuple[int, ...], param: str | None) -> None:
+        bad = [i for i in ids if not 0 <= i < self.vocab_size or i in self._forbidden_ids]
+        if bad:
+            raise InvalidTokenIds(
+                f"token ids must be in [0, {self.vocab_size}) and not vision tokens; "
+                f"got {bad[:5]}{'...' if len(bad) > 5 else ''}",
+                param,
+            )
+
     def query_ids(
         self, text: str, *, max_tokens: int, truncate: bool, param: str | None
     ) -> list[int]:
@@ -156,13 +187,7 @@ class ColQwenProcessor:
     def token_query_ids(
         self, ids: tuple[int, ...], *, max_tokens: int, truncate: bool, param: str | None
     ) -> list[int]:
-        bad = [i for i in ids if not 0 <= i < self.vocab_size or i in self._forbidden_ids]
-        if bad:
-            raise InvalidTokenIds(
-                f"token ids must be in [0, {self.vocab_size}) and not vision tokens; "
-                f"got {bad[:5]}{'...' if len(bad) > 5 else ''}",
-                param,
-            )
+        self._check_ids(ids, param)
         full = self._prefix_ids + list(ids) + self._suffix_ids
         if len(full) <= max_tokens:
             return full

@@ -39,10 +39,16 @@ def read_json(path: Path) -> dict[str, Any]:
         return json.load(f)
 
 
-def load_mlx_model(path: Path) -> nn.Module:
+def load_mlx_model(
+    path: Path, model_config: dict[str, Any] | None = None, *, repo_name: str | None = None
+) -> nn.Module:
+    """``model_config`` overrides config.json keys (e.g. a family's translated keys);
+    ``repo_name`` is what mlx-embeddings sees as the repo (SigLIP reads sizes from it)."""
     from mlx_embeddings.utils import load_model
 
-    return load_model(path, lazy=False, path_to_repo=str(path))
+    return load_model(
+        path, lazy=False, model_config=model_config or {}, path_to_repo=repo_name or str(path)
+    )
 
 
 def weights_fingerprint(model_id: str, path: Path) -> str:

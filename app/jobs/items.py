@@ -21,13 +21,14 @@ class JobItem:
     image_format: str = ""
     content_hash: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    prompt_name: str | None = None
 
     @classmethod
     def of(cls, item: EngineInput, key: str | None, param: str) -> JobItem:
         if isinstance(item, TextInput):
-            return cls("text", item.text, key, param)
+            return cls("text", item.text, key, param, prompt_name=item.prompt_name)
         if isinstance(item, TokenInput):
-            return cls("tokens", tuple(item.ids), key, param)
+            return cls("tokens", tuple(item.ids), key, param, prompt_name=item.prompt_name)
         if isinstance(item, ImageInput):
             data, fmt = item.source, str(item.meta.get("format", ""))
             if data is None:  # a rendered PDF page (or an image made in code)
@@ -39,9 +40,9 @@ class JobItem:
 
     def to_input(self) -> EngineInput:
         if self.kind == "text":
-            return TextInput(self.value)
+            return TextInput(self.value, self.prompt_name)
         if self.kind == "tokens":
-            return TokenInput(tuple(self.value))
+            return TokenInput(tuple(self.value), self.prompt_name)
         # The server already checked the pixel limit on these very bytes.
         image = decode_image(self.value, self.image_format, max_pixels=1 << 62, param=self.param)
         return ImageInput(image, self.content_hash, self.meta, source=self.value)

@@ -43,6 +43,15 @@ def model_card(settings: Settings, engine: Engine, created: int) -> dict[str, An
                 "media_timeout_s": settings.media_timeout,
             },
         )
+        extra = info.extra
+        card.update(
+            family=extra.get("family") or extra.get("architecture"),
+            matryoshka=bool(extra.get("matryoshka")),
+            prompts=dict(extra.get("prompts") or {}),
+            default_prompt_name=extra.get("default_prompt_name"),
+        )
+        if info.kind == "pooled":
+            card.update(pooling=extra.get("pooling"), normalized=extra.get("normalized"))
         if "image" in info.modalities:
             card["image"] = {
                 k: info.extra[k]

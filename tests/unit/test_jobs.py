@@ -79,12 +79,12 @@ def test_items_ship_the_source_bytes_and_decode_to_the_same_pixels():
     decoded = decode_image(src, "jpeg", max_pixels=10**6, param="input[0]")
     jpeg = ImageInput(decoded, "h1", {"format": "jpeg"}, source=src)
     page = ImageInput(Image.new("RGBA", (4, 4), (1, 2, 3, 128)), "h2", {"page": 2})
-    items = [JobItem.of(TextInput("héllo"), "k1", "input[0]"),
-             JobItem.of(TokenInput((5, 6, 7)), None, "input[1]"),
+    items = [JobItem.of(TextInput("héllo", "query"), "k1", "input[0]"),
+             JobItem.of(TokenInput((5, 6, 7), "document"), None, "input[1]"),
              JobItem.of(jpeg, "k3", "input[2]"), JobItem.of(page, None, "input[3]")]  # fmt: skip
     assert items[2].value is src  # the original JPEG bytes, not a re-encoding
     back = [it.to_input() for it in items]
-    assert back[0] == TextInput("héllo") and back[1] == TokenInput((5, 6, 7))
+    assert back[0] == TextInput("héllo", "query") and back[1] == TokenInput((5, 6, 7), "document")
     assert back[2].image.tobytes() == decoded.tobytes() and back[2].content_hash == "h1"
     assert back[3].image.mode == "RGB" and back[3].meta == {"page": 2}
     assert back[3].image.tobytes() == page.image.convert("RGB").tobytes()

@@ -51,6 +51,11 @@ class Settings:
         "Most padded tokens (items x longest) in one forward pass; a longer item runs alone.",
         default=16384,
     )
+    busy_bulk_batch_size: int = _opt(
+        "While interactive requests keep arriving, bulk batches hold at most this many items "
+        "(0 = a quarter of --max-batch-size), so a query waits for a small batch.",
+        default=0,
+    )
     interactive_max_items: int = _opt(
         "Requests with at most this many uncached items (and --interactive-max-tokens) go to "
         "the interactive lane, computed before bulk work.",

@@ -76,6 +76,7 @@ class Engine:
         max_bulk_queue: int = 65536,
         max_batch_tokens: int = 16384,
         interactive_burst: int = 4,
+        busy_bulk_batch_size: int | None = None,
         release_memory: Callable[[], None] | None = None,
     ) -> None:
         self._load_adapter = load_adapter
@@ -84,6 +85,11 @@ class Engine:
         self.max_queue = {INTERACTIVE: max_queue, BULK: max_bulk_queue}
         self.max_batch_tokens = max(1, max_batch_tokens)
         self.interactive_burst = max(1, interactive_burst)
+        # While queries keep arriving, bulk batches are cut to this size: a query then waits
+        # for a small batch, not a full one (CPU throughput barely depends on batch size).
+        self.busy_bulk_batch_size = max(1, busy_bulk_batch_size or self.max_batch_size // 4)
+        self._limits = (self.max_batch_size, self.max_batch_tokens)
+        self._last_interactive = -1e9
         self._release_memory = release_memory
         self.adapter: Adapter | None = None
         self.load_error: BaseException | None = None
@@ -209,6 +215,7 @@ class Engine:
                 )
             if lane == INTERACTIVE:
                 self._interactive.append(req)
+                self._last_interactive = time.monotonic()
             elif req.owner in self._bulk:
                 self._bulk[req.owner].append(req)
             else:  # a new owner goes first: the owners already served wait their turn
@@ -316,10 +323,12 @@ class Engine:
             )
             if take_bulk:
                 self._streak = 0
+                self._limits = self._bulk_limits()
                 batch = self._pop_bulk()
                 lane = BULK
             else:
                 self._streak = self._streak + 1 if self._bulk else 0
+                self._limits = (self.max_batch_size, self.max_batch_tokens)
                 batch = self._pop_interactive([])
                 deadline = time.monotonic() + self.max_wait
                 while self._room(batch) and self._incoming > 0 and not self._stop:
@@ -333,15 +342,23 @@ class Engine:
                 self.batches[lane] += 1
             return batch
 
+    BUSY_WINDOW = 2.0  # seconds since the last interactive request that count as "busy"
+
+    def _bulk_limits(self) -> tuple[int, int]:
+        if time.monotonic() - self._last_interactive > self.BUSY_WINDOW:
+            return self.max_batch_size, self.max_batch_tokens
+        share = min(1.0, self.busy_bulk_batch_size / self.max_batch_size)
+        return self.busy_bulk_batch_size, max(1, int(self.max_batch_tokens * share))
+
     def _room(self, batch: list[tuple[_Request, int]]) -> bool:
-        return len(batch) < self.max_batch_size
+        return len(batch) < self._limits[0]
 
     def _fits(self, batch: list[tuple[_Request, int]], longest: int, item: Prepared) -> bool:
         """Whether ``item`` may join ``batch`` (an empty batch takes anything)."""
         if not batch:
             return True
         n = max(longest, item.n_tokens)
-        return self._room(batch) and padded_tokens(len(batch) + 1, n) <= self.max_batch_tokens
+        return self._room(batch) and padded_tokens(len(batch) + 1, n) <= self._limits[1]
 
     def _take_from(self, req: _Request, batch: list, longest: int) -> tuple[int, bool]:
         """Move ``req``'s items into ``batch`` while they fit; (longest, req exhausted)."""

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from app.engine.base import Embedding, ModelInfo, Prepared
-from app.engine.runner import BULK, INTERACTIVE, Engine, padded_tokens
+from app.engine.runner import Engine
+from app.engine.scheduler import BULK, INTERACTIVE, padded_tokens
 from app.errors import Overloaded
 
 
@@ -113,7 +114,7 @@ def test_bulk_batches_are_full_again_once_the_queries_stop() -> None:
         engine.embed_blocking(_items("q", [3]), lane=INTERACTIVE)
         engine.embed_blocking(_items("b", [3] * 8), lane=BULK)  # a query 0 s ago: busy
         assert [len(b) for b in adapter.batches[1:]] == [2, 2, 2, 2]
-        engine.BUSY_WINDOW = 0.0  # the queries stopped
+        engine._sched.busy_window = 0.0  # the queries stopped
         engine.embed_blocking(_items("c", [3] * 8), lane=BULK)
         assert len(adapter.batches[-1]) == 8
     finally:

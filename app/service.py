@@ -140,7 +140,7 @@ class EmbeddingService:
         pipeline = self.pipeline
         keys = pipeline.keys(inputs, policy, truncate=req.truncate)
         looked = await pipeline.lookup(keys, policy)
-        miss = looked.misses
+        cached, miss = looked.hits, looked.misses
         job_id, lane = None, None
         if miss:
             m_inputs, m_params = [inputs[i] for i in miss], [params[i] for i in miss]
@@ -160,28 +160,28 @@ class EmbeddingService:
                 computed = await pipeline.compute(m_inputs, m_params, m_keys, policy,
                                                   truncate=req.truncate, measured=measured,
                                                   lane=lane)  # fmt: skip
-            for i, emb in zip(miss, computed, strict=True):
-                looked.found[i] = emb
-        embeddings: list[Embedding] = looked.found  # type: ignore[assignment]
+        else:
+            computed = []
+        embeddings = looked.fill(miss, computed)
         if len(embeddings) != len(items):
             raise InternalError(
                 f"the model returned {len(embeddings)} embeddings for {len(items)} inputs"
             )
         origins = [origin_of(r) for r in items]
         result = self._result(req.encoding_format, req.dimensions, origins, embeddings)
-        result.cache, result.job_id = self._cache_header(policy, len(items), len(miss)), job_id
+        result.cache, result.job_id = self._cache_header(policy, len(items), cached), job_id
         result.lane = lane if job_id is None else "job"
         return result
 
-    def _cache_header(self, policy: CachePolicy, n: int, computed: int) -> str:
+    def _cache_header(self, policy: CachePolicy, n: int, cached: int) -> str:
         cache = self.pipeline.cache
         if cache is None or not cache.available:
             return CACHE_OFF
         if not policy.read:
             return CACHE_BYPASS
-        if computed == 0:
+        if cached == n:
             return "hit"
-        return "miss" if computed == n else "partial"
+        return "miss" if cached == 0 else "partial"
 
     async def _via_job(
         self, items: list[JobItem], truncate: bool

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import redis
+
 from app.redis_embedded import RedisHandle, embedded_url, mask_url
 from app.settings import Settings, load_settings
 
@@ -26,7 +28,8 @@ SERVER_ONLY = frozenset({
     "redis_maxmemory", "queue_threshold", "queue_pixel_budget", "job_ttl", "job_chunk_size",
     "local_worker", "orphan_timeout", "allowed_media_domains", "allow_private_media",
     "allowed_local_media_path", "media_connect_timeout", "media_timeout", "media_max_bytes",
-    "max_image_pixels", "pdf_dpi", "max_pdf_pages",
+    "max_image_pixels", "pdf_dpi", "max_pdf_pages", "token_ids", "interactive_max_items",
+    "interactive_max_tokens", "busy_bulk_batch_size", "max_queue",
 })  # fmt: skip
 
 
@@ -69,6 +72,9 @@ def run_worker(
     )  # fmt: skip
     try:
         return worker.work(burst=burst, logging_level=settings.log_level.upper())
+    except redis.exceptions.ConnectionError as exc:  # stopped while Redis was away
+        log.warning("worker %s stopped; Redis is unreachable (%s)", worker.name, exc)
+        return False
     finally:
         worker.context.close()
 

@@ -95,13 +95,17 @@ def embed_chunk(job_id: str, start: int, items: list[JobItem], options: dict) ->
     return "done"
 
 
-class _OnceWhileDown(logging.Filter):
-    """RQ logs "could not connect" on every retry: keep the first, until Redis is back."""
+class _QuietRQ(logging.Filter):
+    """RQ logs "could not connect" on every retry: keep the first, until Redis is back. Its
+    registry maintenance (every couple of seconds here) is logged only at debug."""
 
     down = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "could not connect to Redis" not in record.getMessage():
+        message = record.getMessage()
+        if "cleaning registries" in message or "cleaning group registries" in message:
+            return logging.getLogger("rq.worker").isEnabledFor(logging.DEBUG)
+        if "could not connect to Redis" not in message:
             return True
         first, self.down = not self.down, True
         return first
@@ -126,7 +130,7 @@ class EmbedWorker(SimpleWorker):
         self.lease = max(2, int(lease))
         self.beat_interval = beat_interval
         self.born = threading.Event()
-        self._down_filter = _OnceWhileDown()
+        self._down_filter = _QuietRQ()
         self.log.addFilter(self._down_filter)
 
     @classmethod

@@ -317,3 +317,16 @@ def test_worker_logs_a_redis_outage_once_and_its_end(redis_factory, spawn_worker
     log = worker.communicate(timeout=10)[1]
     assert log.count("could not connect to Redis") == 1, log
     assert "Redis is reachable again" in log, log
+
+
+def test_a_worker_stopped_while_redis_is_down_exits_cleanly(redis_factory, spawn_worker,
+                                                            workers_up):  # fmt: skip
+    handle = redis_factory()
+    worker = spawn_worker(handle.url, stderr=subprocess.PIPE, text=True)
+    workers_up(handle, 1)
+    handle.stop()
+    time.sleep(1.5)
+    worker.send_signal(signal.SIGINT)
+    _, err = worker.communicate(timeout=20)
+    assert worker.returncode == 0, err
+    assert "Traceback" not in err, err

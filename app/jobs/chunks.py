@@ -1,5 +1,5 @@
-"""A job's chunks as RQ jobs: one RQ ``Group`` per job, one retry policy, and the function a
-worker runs for a chunk (the embed pipeline over its items).
+"""A job's chunks as RQ jobs: one RQ ``Group`` per job, one queue per model setup, one retry
+policy (the chunk function itself is :func:`app.jobs.worker.embed_chunk`).
 
 Faults are RQ's: an exception is retried (``Retry(max=CHUNK_RETRIES)``), and so is a chunk
 whose worker died (its execution expires from the ``StartedJobRegistry`` after the worker's

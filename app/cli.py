@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from app.auth import KeyRing, check_bind
 from app.blas import preload_openblas
 from app.logging_setup import setup_logging
-from app.settings import Settings, load_settings
+from app.redis_embedded import DataDirLocked
+from app.settings import Settings, load_settings, model_path_problem
 
 if TYPE_CHECKING:
     from app.backends import Backends
@@ -22,6 +25,18 @@ log = logging.getLogger("app.cli")
 def main(argv: Sequence[str] | None = None, *, prog: str = "mlx-embeddings-server") -> int:
     settings = load_settings(argv, prog=prog)
     setup_logging(settings.log_level)
+    problem = model_path_problem(settings.model)
+    try:
+        keys = KeyRing.from_settings(settings)
+    except OSError as exc:
+        problem = f"cannot read --api-key-file: {exc}"
+    else:
+        problem = problem or check_bind(settings, keys)
+    if problem:
+        log.error("%s", problem)
+        return 2
+    if keys.enabled:
+        log.info("API keys required (%d): %s", len(keys.labels), ", ".join(keys.labels))
     # Until Sanic installs its own handlers, SIGTERM stops start-up like Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     backends = None
@@ -32,7 +47,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "mlx-embeddings-serve
 
         # Redis first, from the main thread (an embedded redis-server dies with this process).
         backends = Backends.start(settings)
-        return _serve(settings, backends)
+        return _serve(settings, backends, keys)
+    except DataDirLocked as exc:
+        log.error("%s", exc)
+        return 1
     except KeyboardInterrupt:
         log.warning("interrupted during start-up; stopped")
         return 130
@@ -45,12 +63,12 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def _serve(settings: Settings, backends: Backends) -> int:
+def _serve(settings: Settings, backends: Backends, keys: KeyRing) -> int:
     from app.engine import load_engine
     from app.server import create_app
 
     engine = load_engine(settings)
-    app = create_app(settings, engine, backends=backends)
+    app = create_app(settings, engine, backends=backends, keys=keys)
     failed: list[BaseException] = []
 
     async def stop_if_the_model_fails(app, _loop=None) -> None:
@@ -58,7 +76,11 @@ def _serve(settings: Settings, backends: Backends) -> int:
         while not engine.ready:
             if engine.load_error is not None:
                 failed.append(engine.load_error)
-                log.error("cannot serve %s: %s", settings.model, engine.load_error)
+                err = engine.load_error
+                log.error(
+                    "cannot serve %s: the model failed to load: %s: %s (--log-level debug "
+                    "shows the traceback)", settings.model, type(err).__name__, err,
+                )  # fmt: skip
                 app.stop()
                 return
             await asyncio.sleep(0.1)
@@ -72,12 +94,15 @@ def _serve(settings: Settings, backends: Backends) -> int:
         settings.host,
         settings.port,
     )
-    # One process: multi-worker mode would load the model once per worker.
+    # Sanic's "consider --debug or --dev" hint names flags this CLI does not have.
+    os.environ.setdefault("SANIC_IGNORE_PRODUCTION_WARNING", "1")
+    # One process: multi-worker mode would load the model once per worker. The access log is
+    # ours (app.access: one line per request, with items, tokens, lane and key label).
     app.run(
         host=settings.host,
         port=settings.port,
         single_process=True,
-        access_log=settings.log_level.lower() == "debug",
+        access_log=False,
         motd=False,
     )
     return 1 if failed else 0

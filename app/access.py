@@ -5,6 +5,7 @@ for errors and after a streamed body)."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -15,12 +16,15 @@ from app.metrics import Metrics
 
 access_log = logging.getLogger("app.access")
 log = logging.getLogger(__name__)
+_PARAM_TYPE = re.compile(r"<(\w+):[^>]*>")  # <job_id:str> -> <job_id>
 
 
 def route_of(request: Request) -> str:
     """The route template (a bounded metrics label), ``unmatched`` for unknown URLs."""
     route = getattr(request, "route", None)
-    return "/" + route.path.lstrip("/") if route is not None else "unmatched"
+    if route is None:
+        return "unmatched"
+    return "/" + _PARAM_TYPE.sub(r"<\1>", route.path.lstrip("/"))
 
 
 def install(app: Sanic, guard: Guard, metrics: Metrics, *, log_requests: bool) -> None:

@@ -143,6 +143,11 @@ class EmbeddingsClient:
             ) from None
         except httpx.TimeoutException as exc:
             raise ServerError(f"{method} {self.url}{path} timed out ({exc})") from None
+        if resp.status_code == 401:
+            raise ServerError(
+                f"{method} {path}: {error_message(resp)}; give the server's key with --api-key",
+                401,
+            )
         if resp.status_code >= 400:
             raise ServerError(f"{method} {path}: {error_message(resp)}", resp.status_code)
         return resp

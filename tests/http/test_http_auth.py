@@ -199,6 +199,18 @@ def test_without_keys_everything_is_open_and_jobs_are_shared() -> None:
         thread.stop()
 
 
+def test_the_ingest_client_sends_its_api_key(keyed) -> None:
+    from app.ingest.client import EmbeddingsClient, ServerError
+
+    with EmbeddingsClient(keyed.url, api_key=KEY_B, timeout=30) as client:
+        assert client.model_id() == MV_MODEL
+        assert len(client.embed(["one two"], MV_MODEL)) == 1
+    with EmbeddingsClient(keyed.url, api_key=None, timeout=30) as client:
+        with pytest.raises(ServerError) as info:
+            client.model_id()
+    assert info.value.status == 401 and "--api-key" in str(info.value)
+
+
 # ---- the pieces -------------------------------------------------------------------------------
 def test_key_file_labels_and_comments(tmp_path) -> None:
     f = tmp_path / "keys"

@@ -119,6 +119,7 @@ class StateCollector(Collector):
     def __init__(self, engine: Engine, backends: Backends | None) -> None:
         self.engine = engine
         self.backends = backends
+        self._redis: Any = None
 
     def collect(self) -> Iterator[Metric]:
         yield from self._engine()
@@ -187,7 +188,9 @@ class StateCollector(Collector):
             c = CounterMetricFamily(f"{NS}_{name}", doc)
             c.add_metric([], float(value))
             yield c
-        r = b.handle.sync_client(socket_timeout=2.0) if b.jobs is None else b.jobs.sync
+        if self._redis is None:  # one client for all scrapes (jobs may not be open yet)
+            self._redis = b.handle.sync_client(socket_timeout=2.0)
+        r = self._redis
         up, cache_bytes, jobs_by_state, retries = 0.0, None, None, None
         try:
             r.ping()

@@ -16,6 +16,7 @@ from app.metrics import Metrics
 
 access_log = logging.getLogger("app.access")
 log = logging.getLogger(__name__)
+_PROBES = frozenset({"/health", "/metrics"})
 _PARAM_TYPE = re.compile(r"<(\w+):[^>]*>")  # <job_id:str> -> <job_id>
 
 
@@ -56,7 +57,10 @@ def _finished(request: Request, response: Any, metrics: Metrics, log_requests: b
     items = tokens = lane = "-"
     if result is not None:
         items, tokens, lane = str(result.items), str(result.tokens), result.lane or "cache"
-    access_log.info(
+    # Probes (load balancers, Prometheus) every few seconds would drown the log: debug only.
+    level = logging.DEBUG if route in _PROBES and status < 400 else logging.INFO
+    access_log.log(
+        level,
         "%s %s %d items=%s tokens=%s lane=%s %.1fms key=%s",
         request.method, request.path, status, items, tokens, lane, seconds * 1000.0,
         principal.label if principal is not None else "-",

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from app.auth import KeyRing, check_bind
 from app.blas import preload_openblas
 from app.logging_setup import setup_logging
-from app.redis_embedded import DataDirLocked
 from app.settings import Settings, load_settings, model_path_problem
 
 if TYPE_CHECKING:
@@ -25,38 +24,52 @@ log = logging.getLogger("app.cli")
 def main(argv: Sequence[str] | None = None, *, prog: str = "mlx-embeddings-server") -> int:
     settings = load_settings(argv, prog=prog)
     setup_logging(settings.log_level)
-    problem = model_path_problem(settings.model)
-    try:
-        keys = KeyRing.from_settings(settings)
-    except OSError as exc:
-        problem = f"cannot read --api-key-file: {exc}"
-    else:
-        problem = problem or check_bind(settings, keys)
-    if problem:
-        log.error("%s", problem)
-        return 2
-    if keys.enabled:
-        log.info("API keys required (%d): %s", len(keys.labels), ", ".join(keys.labels))
     # Until Sanic installs its own handlers, SIGTERM stops start-up like Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     backends = None
     try:
+        keys = _keys_or_none(settings)
+        if keys is None:
+            return 2
         # Must run before anything imports mlx (app.engine does).
         preload_openblas(settings)
         from app.backends import Backends
+        from app.redis_embedded import DataDirLocked
 
         # Redis first, from the main thread (an embedded redis-server dies with this process).
-        backends = Backends.start(settings)
+        try:
+            backends = Backends.start(settings)
+        except DataDirLocked as exc:
+            log.error("%s", exc)
+            return 1
         return _serve(settings, backends, keys)
-    except DataDirLocked as exc:
-        log.error("%s", exc)
-        return 1
     except KeyboardInterrupt:
         log.warning("interrupted during start-up; stopped")
         return 130
     finally:
         if backends is not None:
             backends.stop_redis()
+
+
+def _keys_or_none(settings: Settings) -> KeyRing | None:
+    """The API keys, or None after logging why the server must not start (a --model path
+    that does not exist, an unreadable key file, an open server on a non-loopback address)."""
+    problem = model_path_problem(settings.model)
+    keys = None
+    if problem is None:
+        try:
+            keys = KeyRing.from_settings(settings)
+        except OSError as exc:
+            problem = f"cannot read --api-key-file: {exc}"
+        else:
+            problem = check_bind(settings, keys)
+    if problem is not None:
+        log.error("%s", problem)
+        return None
+    assert keys is not None
+    if keys.enabled:
+        log.info("API keys required (%d): %s", len(keys.labels), ", ".join(keys.labels))
+    return keys
 
 
 def _interrupt(signum: int, _frame: object) -> None:

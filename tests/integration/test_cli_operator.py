@@ -85,6 +85,10 @@ def test_a_model_that_cannot_load_is_one_line_and_no_sanic_hint(tmp_path) -> Non
     assert len(lines) == 1 and "model type 'bogus'" in lines[0], out
     assert "Traceback" not in out, out
     assert "--dev" not in out and "PRODUCTION mode" not in out, out
+    rc, out = run_cli(["--model", str(model), "--redis-url", "redis://127.0.0.1:1/0"],
+                      module="workers.cli")  # fmt: skip
+    assert rc == 1, out
+    assert "cannot serve" in out and "model type 'bogus'" in out and "Traceback" not in out
 
 
 @pytest.mark.skipif(find_redis_server() is None, reason="needs redis-server (the embedded Redis)")

@@ -63,6 +63,8 @@ def _keys_or_none(settings: Settings) -> KeyRing | None:
             problem = f"cannot read --api-key-file: {exc}"
         else:
             problem = check_bind(settings, keys)
+            if settings.api_key_file is not None and not keys.enabled:
+                problem = f"--api-key-file {settings.api_key_file} holds no key"
     if problem is not None:
         log.error("%s", problem)
         return None

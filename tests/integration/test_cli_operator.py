@@ -63,6 +63,14 @@ def test_non_loopback_bind_without_keys_is_refused(tmp_path) -> None:
     assert "--allow-unauthenticated" in out and "Traceback" not in out
 
 
+def test_an_unreadable_or_empty_key_file_stops_the_server(tmp_path) -> None:
+    empty = tmp_path / "keys"
+    empty.write_text("# nothing yet\n")
+    for key_file, message in ((empty, "holds no key"), (tmp_path / "nope", "cannot read")):
+        rc, out = run_cli(["--model", "org/any", "--api-key-file", str(key_file)])
+        assert rc == 2 and f"{message}" in out and "Traceback" not in out, out
+
+
 def test_a_missing_model_path_says_so(tmp_path) -> None:
     missing = tmp_path / "no" / "such-model"
     rc, out = run_cli(["--model", str(missing), "--data-dir", str(tmp_path)])

@@ -16,7 +16,7 @@ import numpy as np
 
 from app.cache import CachePolicy
 from app.encoding import apply_dimensions, check_dimensions, embedding_item, floats_in
-from app.engine.base import Embedding, ModelInfo
+from app.engine.base import Embedding, ImageInput, ModelInfo
 from app.engine.prompts import resolve_prompt_name, with_prompt
 from app.errors import (
     InternalError,
@@ -62,6 +62,25 @@ class EmbeddingResult:
     job_id: str | None = None
     lane: str | None = None  # interactive | bulk | job; None when all came from the cache
     timings: dict[str, float] = field(default_factory=dict)
+    # modality (text | image) -> [items, tokens] of the response (metrics, access log)
+    usage: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def items(self) -> int:
+        return sum(n for n, _ in self.usage.values())
+
+    @property
+    def tokens(self) -> int:
+        return sum(t for _, t in self.usage.values())
+
+
+def usage_by_modality(inputs: Sequence[object], embeddings: Sequence[Embedding]) -> dict:
+    usage: dict[str, list[int]] = {}
+    for x, emb in zip(inputs, embeddings, strict=True):
+        counts = usage.setdefault("image" if isinstance(x, ImageInput) else "text", [0, 0])
+        counts[0] += 1
+        counts[1] += int(emb.n_tokens)
+    return usage
 
 
 # (input_index, page, [width, height] of an image) of each output item: what the response
@@ -171,6 +190,7 @@ class EmbeddingService:
         result = self._result(req.encoding_format, req.dimensions, origins, embeddings)
         result.cache, result.job_id = self._cache_header(policy, len(items), cached), job_id
         result.lane = lane if job_id is None else "job"
+        result.usage = usage_by_modality(inputs, embeddings)
         return result
 
     def _cache_header(self, policy: CachePolicy, n: int, cached: int) -> str:
@@ -212,10 +232,11 @@ class EmbeddingService:
 
     # ---- the async jobs API -----------------------------------------------------------------
     async def submit_job(
-        self, req: EmbeddingRequest, *, cache_control: str | None = None
+        self, req: EmbeddingRequest, *, cache_control: str | None = None, owner: str = ""
     ) -> dict[str, Any]:
         """Validate every item (resolve, fetch, decode, tokenise, limits) before anything is
-        queued, then queue the whole request as one job."""
+        queued, then queue the whole request as one job, belonging to ``owner`` (the key's
+        :attr:`app.auth.Principal.owner`): other owners get 404 for it."""
         _, items = await self._resolve(req)
         jobs = self._jobs()
         inputs, params = [r.item for r in items], [r.param for r in items]
@@ -234,18 +255,20 @@ class EmbeddingService:
             JobItem.of(x, k if policy.write else None, p)
             for x, k, p in zip(inputs, keys, params, strict=True)
         ]
-        status = await jobs.submit(job_items, meta)
+        status = await jobs.submit(job_items, meta, owner=owner)
         return status.to_dict()
 
-    async def job_status(self, job_id: str) -> dict[str, Any]:
-        return (await self._jobs().status(job_id)).to_dict()
+    async def job_status(self, job_id: str, owner: str = "") -> dict[str, Any]:
+        return (await self._jobs().status(job_id, owner)).to_dict()
 
-    async def cancel_job(self, job_id: str) -> dict[str, Any]:
-        return (await self._jobs().cancel(job_id)).to_dict()
+    async def cancel_job(self, job_id: str, owner: str = "") -> dict[str, Any]:
+        return (await self._jobs().cancel(job_id, owner)).to_dict()
 
-    async def job_result(self, job_id: str, encoding_format: str | None) -> EmbeddingResult:
+    async def job_result(
+        self, job_id: str, encoding_format: str | None, owner: str = ""
+    ) -> EmbeddingResult:
         jobs = self._jobs()
-        status = await jobs.status(job_id)
+        status = await jobs.status(job_id, owner)
         embeddings = await jobs.result(job_id, status)
         meta = status.meta
         fmt = encoding_format or meta.get("encoding_format", "float")

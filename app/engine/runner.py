@@ -72,6 +72,9 @@ class Engine:
         self.real_tokens = 0  # tokens of the items computed
         self.padded_tokens = 0  # tokens the batches held, padding included
         self.batches = {INTERACTIVE: 0, BULK: 0}
+        self.load_seconds: float | None = None
+        # (lane, items, real tokens, padded tokens) after each forward pass, on the MLX thread
+        self.on_batch: Callable[[str, int, int, int], None] | None = None
         self._calls: collections.deque[tuple[Callable, Future]] = collections.deque()
         self._incoming = 0
         self._dirty = False  # computed since the memory was last released
@@ -225,10 +228,12 @@ class Engine:
 
     # ---- the MLX thread --------------------------------------------------------------------
     def _run(self) -> None:
+        t0 = time.monotonic()
         try:
             self.adapter = self._load_adapter()
-        except BaseException as exc:  # reported through wait_ready / health
-            log.exception("model failed to load")
+            self.load_seconds = time.monotonic() - t0
+        except BaseException as exc:  # reported through wait_ready / health / the CLIs
+            log.debug("model failed to load", exc_info=exc)
             self.load_error = exc
             self._ready.set()
             self._stopped.set()
@@ -300,8 +305,9 @@ class Engine:
                     req.future.set_exception(exc)
 
     def _run_batch(self, batch: Batch) -> None:
+        items = [req.items[i] for req, i in batch]
         try:
-            outs = self._forward([req.items[i] for req, i in batch])
+            outs = self._forward(items)
         except Exception as exc:
             if len({id(req) for req, _ in batch}) == 1:
                 self._fail_request(batch[0][0], exc)
@@ -313,6 +319,8 @@ class Engine:
             for group in groups.values():
                 self._run_batch(group)
             return
+        if self.on_batch is not None:
+            self._report_batch(batch[0][0].lane, items)
         for (req, i), emb in zip(batch, outs, strict=True):
             if req.future.done():
                 continue
@@ -320,6 +328,14 @@ class Engine:
             req.remaining -= 1
             if req.remaining == 0:
                 req.future.set_result(req.results)
+
+    def _report_batch(self, lane: str, items: list[Prepared]) -> None:
+        real = sum(p.n_tokens for p in items)
+        padded = padded_tokens(len(items), max(p.n_tokens for p in items))
+        try:
+            self.on_batch(lane, len(items), real, padded)  # type: ignore[misc]
+        except Exception:
+            log.exception("on_batch failed")
 
     def _forward(self, items: list[Prepared]) -> list[Embedding]:
         assert self.adapter is not None

@@ -143,6 +143,19 @@ class EmbedWorker(SimpleWorker):
     def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
         return self.lease
 
+    # RQ keeps an execution in the job's ExecutionRegistry 60 s longer than the heartbeat TTL it
+    # gives the execution's own hash; with a short lease that hash expires first, and deleting
+    # the job after a retry (result_ttl=0) then fails on the dead execution ("Execution ... not
+    # found in Redis"). The hash outlives the registry entry here.
+    def prepare_execution(self, job: Any) -> Any:
+        execution = super().prepare_execution(job)
+        self.connection.expire(execution.key, self.lease + 120)
+        return execution
+
+    def maintain_heartbeats(self, job: Any, execution: Any) -> None:
+        super().maintain_heartbeats(job, execution)
+        self.connection.expire(execution.key, self.lease + 120)
+
     def register_birth(self) -> None:
         super().register_birth()
         self.born.set()

@@ -19,7 +19,7 @@ import pytest
 from fake_adapter import FakeAdapter
 from PIL import Image
 from rq import Queue
-from rq.registry import StartedJobRegistry
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from app.cache import CachePolicy, EmbeddingCache
 from app.engine.base import ImageInput, TextInput
@@ -175,6 +175,8 @@ def test_worker_killed_mid_chunk_is_replaced_by_another_within_15_s(
     result = asyncio.run(jobs.wait(st.id, timeout=60))
     took = time.monotonic() - start
     assert len(result) == 4 and took < 16, took
+    time.sleep(1.0)  # the retried chunk's RQ bookkeeping ends cleanly: it is not failed
+    assert FailedJobRegistry(jobs.queue, connection=jobs.sync).count == 0
 
 
 def test_all_workers_killed_then_one_started_finishes_the_job(
@@ -195,6 +197,8 @@ def test_all_workers_killed_then_one_started_finishes_the_job(
     spawn_worker(redis_handle.url, delay=0.0, lease=3, name="late")
     result = asyncio.run(jobs.wait(st.id, timeout=60))
     assert len(result) == 8
+    time.sleep(1.0)
+    assert FailedJobRegistry(jobs.queue, connection=jobs.sync).count == 0
 
 
 def test_the_same_chunk_killed_three_times_fails_the_job_clearly(

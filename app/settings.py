@@ -51,6 +51,11 @@ class Settings:
         "mlx's bundled BLAS.",
         default="auto",
     )
+    cpu_kernels: str = _opt(
+        "CPU only: 'auto' runs GELU / SiLU / softmax / attention through fast exact kernels "
+        "(needs g++ for mx.compile; without it MLX's own ops are kept), 'off' keeps MLX's own.",
+        default="auto",
+    )
     # --- request limits ---
     max_inputs: int = _opt("Most inputs in one request (OpenAI: 2048).", default=2048)
     max_tokens_per_input: int = _opt("Most tokens in one input (OpenAI: 8192).", default=8192)
@@ -211,4 +216,6 @@ def load_settings(
         parser.error(f"--model is required (a hub id or a local directory; env {ENV_PREFIX}MODEL)")
     if settings.dtype not in ("auto", "float32", "bfloat16", "float16"):
         parser.error(f"--dtype must be auto, float32, bfloat16 or float16, not {settings.dtype!r}")
+    if settings.cpu_kernels not in ("auto", "off"):
+        parser.error(f"--cpu-kernels must be auto or off, not {settings.cpu_kernels!r}")
     return settings

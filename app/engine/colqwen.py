@@ -20,6 +20,7 @@ import numpy as np
 
 from app.engine.base import Embedding, EngineInput, ImageInput, ModelInfo, Prepared, TextInput
 from app.engine.colqwen_processor import ColQwenPayload, ColQwenProcessor
+from app.engine.cpu_patch import install_cpu_kernels
 from app.engine.loading import apply_dtype, dtype_name, load_mlx_model, weights_fingerprint
 from app.errors import UnsupportedInput
 from app.settings import Settings
@@ -31,6 +32,7 @@ class ColQwenAdapter:
     def __init__(self, path: Path, settings: Settings) -> None:
         self.model = load_mlx_model(path)
         self.dtype = apply_dtype(self.model, settings.dtype)
+        self.cpu_kernels = install_cpu_kernels(self.model, settings.cpu_kernels)
         vlm = self.model.vlm
         self.lm = vlm.language_model
         self.vision = vlm.vision_tower

@@ -15,6 +15,7 @@ import mlx.core as mx
 import numpy as np
 
 from app.engine.base import Embedding, EngineInput, ImageInput, ModelInfo, Prepared, TextInput
+from app.engine.cpu_patch import install_cpu_kernels
 from app.engine.loading import apply_dtype, dtype_name, load_mlx_model, weights_fingerprint
 from app.errors import InputTooLong, InvalidTokenIds, UnsupportedInput
 from app.settings import Settings
@@ -54,6 +55,7 @@ class PooledTextAdapter:
 
         self.model = load_mlx_model(path)
         self.dtype = apply_dtype(self.model, settings.dtype)
+        self.cpu_kernels = install_cpu_kernels(self.model, settings.cpu_kernels)
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         self.pooling, self.normalize, st_max = read_st_config(path)
         config = json.loads((path / "config.json").read_text())

@@ -1,0 +1,285 @@
+"""Fast float32 exp / erf / GELU / sigmoid / SiLU / softmax / attention for MLX on x86 CPUs.
+
+MLX's x86 CPU backend evaluates transcendental functions one element at a time (its SIMD width
+there is 1), so ``mx.exp``, ``mx.erf``, ``nn.gelu`` and ``mx.softmax`` run 2-10x slower than the
+matmuls around them allow. The same functions written from multiply / add / compare and bit
+operations only, inside ``mx.compile``, become fused loops that g++ vectorises. Three things
+about those loops decide the speed (measured): ``mx.where`` on a data-dependent condition is a
+branch per element (blend with a 0/1 float instead), ``floor`` / ``minimum`` are libm calls or
+branches (round by the 1.5 * 2**23 trick; clamp only where it is rarely active), and a fused
+loop holds at most ~11 dependent ops (Estrin's scheme instead of Horner's keeps it shallow).
+
+Accuracy is at float32 rounding level (the tests hold it against float64):
+- ``exp``: Cody-Waite reduction (two-part ln 2) and the Cephes ``expf`` polynomial: <= 1 ulp.
+  MLX's own reduces in base 2 without the split: ~4e-6 relative error at |x| ~ 80.
+- ``erf``: an odd polynomial below 0.921875 (<= 1 ulp), above it 1 - erfc with erfc a degree-14
+  Chebyshev fit on [0.921875, 4] (|error| <= 8.4e-8): <= 2 ulp overall. MLX's ``erf`` is
+  Abramowitz-Stegun 7.1.26 (|error| up to 5e-7 measured).
+- ``gelu`` = max(x, 0) - |x| erfc(|x| / sqrt 2) / 2 above the split, so the negative tail does
+  not cancel in ``1 + erf``: |error| <= 3e-7 * max(1, |x|).
+- ``sigmoid`` / ``silu`` from exp(-|x|): <= 4 ulp (MLX's: up to 57 ulp).
+
+Only float32 takes the fast path; other dtypes call MLX's own function.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+
+_LOG2E = 1.4426950408889634
+_LN2_HI = 0.693359375  # exact in float32 (few mantissa bits): n * _LN2_HI is exact
+_LN2_LO = -2.12194440e-4
+_EXP_HI = 88.72283  # exp(x) overflows float32 above
+_EXP_LO = -87.33654  # below, exp(x) is subnormal; MLX's own exp returns 0 from -88 on
+_EXP_P = (
+    1.9875691500e-4,
+    1.3981999507e-3,
+    8.3334519073e-3,
+    4.1665795894e-2,
+    1.6666665459e-1,
+    5.0000001201e-1,
+)
+
+_ERF_SPLIT = 0.921875
+# erf(z) = z + z * Q(z*z) for |z| < _ERF_SPLIT (least-squares fit on Chebyshev nodes, float64).
+_ERF_Q = (
+    8.438703662250191e-05,
+    -0.0008160769357345998,
+    0.005202834494411945,
+    -0.02686024084687233,
+    0.11283713579177856,
+    -0.37612634897232056,
+    0.12837916612625122,
+)
+# erfc(t) = P((t - _ERFC_MID) * _ERFC_SCALE) for t in [_ERF_SPLIT, 4] (Chebyshev fit, degree 14;
+# |error| <= 8.4e-8): polynomial only, no exp, so it fuses into one vectorised loop.
+_ERFC_HI = 4.0
+_ERFC_MID = 2.4609375
+_ERFC_SCALE = 0.6497461795806885
+_ERFC_P = (
+    -0.00044859678018838167,
+    4.830184479942545e-05,
+    0.0030327008571475744,
+    -0.0030350859742611647,
+    -0.005639246199280024,
+    0.014723925851285458,
+    -0.011144722811877728,
+    -0.009575164876878262,
+    0.03900202363729477,
+    -0.058542754501104355,
+    0.055447056889534,
+    -0.03571317717432976,
+    0.015413071028888226,
+    -0.0040691993199288845,
+    0.0005008687148801982,
+)
+
+
+def _horner(x: mx.array, coeffs: tuple[float, ...]) -> mx.array:
+    p = x * coeffs[0] + coeffs[1]
+    for c in coeffs[2:]:
+        p = p * x + c
+    return p
+
+
+def _estrin(x: mx.array, coeffs: tuple[float, ...]) -> mx.array:
+    """The polynomial with ``coeffs`` (highest degree first) by Estrin's scheme: dependency
+    depth ~2 log2(n) instead of Horner's 2n. mx.compile fuses at most ~11 ops deep into one
+    loop; deeper graphs are cut into several loops with arrays written between them."""
+    terms: list[mx.array | float] = list(reversed(coeffs))  # lowest degree first
+    power: mx.array = x
+    while len(terms) > 1:
+        paired: list[mx.array | float] = []
+        for i in range(0, len(terms) - 1, 2):
+            paired.append(terms[i] + terms[i + 1] * power)
+        if len(terms) % 2:
+            paired.append(terms[-1])
+        terms = paired
+        if len(terms) > 1:
+            power = power * power
+    out = terms[0]
+    assert isinstance(out, mx.array)
+    return out
+
+
+def _f(cond: mx.array) -> mx.array:
+    """A condition as 0.0 / 1.0: blending with it is branch-free (``mx.where`` compiles to a
+    branch per element, ~10x slower when the condition is data-dependent)."""
+    return cond.astype(mx.float32)
+
+
+def _exp_core(x: mx.array, top: bool = False) -> mx.array:
+    """exp(x) for x <= 88 (and -inf, NaN); ``top=True`` extends it to x <= _EXP_HI."""
+    xc = mx.maximum(x, _EXP_LO)  # rare, so its branch predicts; NaN stays NaN
+    if top:
+        xc = mx.minimum(xc, _EXP_HI)
+    # Round to nearest by the 1.5 * 2**23 trick (std::floor is a libm call per element).
+    n = (xc * _LOG2E + 12582912.0) - 12582912.0
+    r = xc - n * _LN2_HI
+    r = r - n * _LN2_LO
+    p = _estrin(r, _EXP_P) * (r * r) + r + 1.0
+    # 2**n from the exponent bits. n reaches 128 only near the top: there 2**(n-1) * 2.
+    big = _f(n > 127.0) if top else None
+    e = n - big if big is not None else n
+    scale = mx.view(mx.left_shift(e.astype(mx.int32) + 127, 23), mx.float32)
+    y = p * scale * _f(x >= _EXP_LO)  # below: 0 (true exp is subnormal there)
+    return y * (1.0 + big) if big is not None else y
+
+
+def _exp_impl(x: mx.array) -> mx.array:
+    return mx.where(x > _EXP_HI, math.inf, _exp_core(x, top=True))
+
+
+def _erfc_large(t: mx.array) -> mx.array:
+    """erfc(t) for t >= _ERF_SPLIT; 0 above 4, where erfc(t) < 1.6e-8."""
+    tc = mx.minimum(t, _ERFC_HI)  # rare, so its branch predicts
+    return _estrin((tc - _ERFC_MID) * _ERFC_SCALE, _ERFC_P) * _f(t <= _ERFC_HI)
+
+
+def _erf_small(z: mx.array) -> mx.array:
+    return z + z * _estrin(z * z, _ERF_Q)
+
+
+def _erf_impl(x: mx.array) -> mx.array:
+    xc = mx.minimum(mx.maximum(x, -10.0), 10.0)  # erf is +-1 in float32 beyond; no inf below
+    t = mx.abs(xc)
+    w = _f(t < _ERF_SPLIT)
+    sign = xc / (t + 1e-30)  # +-1 exactly, 0 at 0
+    large = sign * (1.0 - _erfc_large(t))
+    small = _erf_small(xc * w)
+    return w * small + (1.0 - w) * large  # exact for w in {0, 1}
+
+
+def _gelu_impl(x: mx.array) -> mx.array:
+    xc = mx.minimum(mx.maximum(x, -1e4), 1e4)  # erfc(1e4 / sqrt 2) is 0 already
+    z = xc * 0.7071067811865476
+    t = mx.abs(z)
+    w = _f(t < _ERF_SPLIT)
+    small = 0.5 * xc * (1.0 + _erf_small(z * w))
+    ax = mx.minimum(mx.abs(x), 3.0e38)  # +inf: inf - 0, not inf - inf * 0
+    # x * Phi(x) = max(x, 0) - |x| * erfc(|x| / sqrt 2) / 2: no cancellation for x < 0.
+    large = (0.5 * x + 0.5 * mx.abs(x)) - 0.5 * ax * _erfc_large(t)
+    return w * small + (1.0 - w) * large  # exact for w in {0, 1}
+
+
+def _sigmoid_impl(x: mx.array) -> mx.array:
+    e = _exp_core(-mx.abs(x))
+    neg = _f(x < 0)
+    return (neg * e + (1.0 - neg)) / (1.0 + e)  # e / (1 + e) below 0, 1 / (1 + e) above
+
+
+def _silu_impl(x: mx.array) -> mx.array:
+    return x * _sigmoid_impl(x)
+
+
+def _swiglu_impl(gate: mx.array, x: mx.array) -> mx.array:
+    return _silu_impl(gate) * x
+
+
+def _exp_shifted_impl(x: mx.array, m: mx.array) -> mx.array:
+    return _exp_core(x - m)
+
+
+@cache
+def _compiled(name: str) -> Any:
+    """Compiled on first use (never at import): shapeless, so one graph serves every shape."""
+    impls = {
+        "exp": _exp_impl,
+        "erf": _erf_impl,
+        "gelu": _gelu_impl,
+        "sigmoid": _sigmoid_impl,
+        "silu": _silu_impl,
+        "swiglu": _swiglu_impl,
+        "exp_shifted": _exp_shifted_impl,
+    }
+    return mx.compile(impls[name])
+
+
+def _f32(*xs: mx.array) -> bool:
+    return all(x.dtype == mx.float32 for x in xs)
+
+
+def exp(x: mx.array) -> mx.array:
+    return _compiled("exp")(x) if _f32(x) else mx.exp(x)
+
+
+def erf(x: mx.array) -> mx.array:
+    return _compiled("erf")(x) if _f32(x) else mx.erf(x)
+
+
+def gelu(x: mx.array) -> mx.array:
+    return _compiled("gelu")(x) if _f32(x) else nn.gelu(x)
+
+
+def sigmoid(x: mx.array) -> mx.array:
+    return _compiled("sigmoid")(x) if _f32(x) else mx.sigmoid(x)
+
+
+def silu(x: mx.array) -> mx.array:
+    return _compiled("silu")(x) if _f32(x) else nn.silu(x)
+
+
+def swiglu(gate: mx.array, x: mx.array) -> mx.array:
+    return _compiled("swiglu")(gate, x) if _f32(gate, x) else nn.silu(gate) * x
+
+
+def softmax(x: mx.array, axis: int = -1, precise: bool = False) -> mx.array:
+    """Softmax over one axis; rows that are all -inf give NaN, as ``mx.softmax`` does."""
+    if not _f32(x) or not isinstance(axis, int):
+        return mx.softmax(x, axis=axis, precise=precise)
+    m = mx.max(x, axis=axis, keepdims=True)
+    e = _compiled("exp_shifted")(x, m)
+    return e / mx.sum(e, axis=axis, keepdims=True)
+
+
+def scaled_dot_product_attention(
+    q: mx.array,
+    k: mx.array,
+    v: mx.array,
+    *,
+    scale: float,
+    mask: mx.array | str | None = None,
+    **kwargs: Any,
+) -> mx.array:
+    """``mx.fast.scaled_dot_product_attention``'s CPU computation (scale q, q @ k^T, mask,
+    softmax, @ v, grouped-query heads) with the fast softmax. Anything it does not cover
+    (sinks, string masks other than "causal", non-float32, empty sequences: the vision tower
+    splits by window and some splits are empty) goes to MLX's own."""
+    if (
+        kwargs.get("sinks") is not None
+        or not _f32(q, k, v)
+        or q.ndim != 4
+        or 0 in q.shape[2:3] + k.shape[2:3]
+    ):
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask, **kwargs)
+    if isinstance(mask, str) and mask != "causal":
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask, **kwargs)
+    B, n_q, L, D = q.shape
+    n_kv, S = k.shape[1], k.shape[2]
+    q = q * scale
+    if n_q != n_kv:
+        rep = n_q // n_kv
+        q = q.reshape(B, n_kv, rep, L, D)
+        k = mx.expand_dims(k, 2)
+        v = mx.expand_dims(v, 2)
+    scores = q @ mx.swapaxes(k, -1, -2)
+    if isinstance(mask, str):
+        offset = S - L
+        causal = mx.arange(offset, offset + L)[:, None] >= mx.arange(S)[None, :]
+        scores = mx.where(causal, scores, -math.inf)
+    elif mask is not None:
+        if n_q != n_kv and mask.ndim >= 3:
+            mask = mx.expand_dims(mask, -3)
+        if mask.dtype == mx.bool_:
+            scores = mx.where(mask, scores, -math.inf)
+        else:
+            scores = scores + mask.astype(scores.dtype)
+    out = softmax(scores, axis=-1) @ v
+    if n_q != n_kv:
+        out = out.reshape(B, n_q, L, D)
+    return out

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
+from PIL import Image
 
 from app.engine.base import Embedding, EngineInput, ImageInput, ModelInfo, Prepared, TextInput
 from app.engine.colqwen_processor import ColQwenPayload, ColQwenProcessor
-from app.engine.cpu_patch import install_cpu_kernels
+from app.engine.cpu_patch import install_cpu_kernels, warm_up
 from app.engine.loading import apply_dtype, dtype_name, load_mlx_model, weights_fingerprint
 from app.errors import UnsupportedInput
 from app.settings import Settings
@@ -75,6 +76,8 @@ class ColQwenAdapter:
                 "visual_prompt": self.processor.visual_prompt,
             },
         )
+        if self.cpu_kernels.startswith("on"):
+            warm_up(self, [TextInput("warm up"), ImageInput(Image.new("RGB", (56, 56)))])
 
     # ---- any thread: validate + preprocess -----------------------------------------------------
     def prepare(self, item: EngineInput, *, truncate: bool = False) -> Prepared:

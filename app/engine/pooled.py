@@ -15,7 +15,7 @@ import mlx.core as mx
 import numpy as np
 
 from app.engine.base import Embedding, EngineInput, ImageInput, ModelInfo, Prepared, TextInput
-from app.engine.cpu_patch import install_cpu_kernels
+from app.engine.cpu_patch import install_cpu_kernels, warm_up
 from app.engine.loading import apply_dtype, dtype_name, load_mlx_model, weights_fingerprint
 from app.errors import InputTooLong, InvalidTokenIds, UnsupportedInput
 from app.settings import Settings
@@ -83,6 +83,8 @@ class PooledTextAdapter:
                 "normalized": self.normalize,
             },
         )
+        if self.cpu_kernels.startswith("on"):
+            warm_up(self, [TextInput("warm up")])
 
     def prepare(self, item: EngineInput, *, truncate: bool = False) -> Prepared:
         if isinstance(item, ImageInput):

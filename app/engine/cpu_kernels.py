@@ -172,14 +172,33 @@ def _erf_impl(x: mx.array) -> mx.array:
     return w * small + (1.0 - w) * large  # exact for w in {0, 1}
 
 
-def _gelu_impl(x: mx.array) -> mx.array:
-    z = x * 0.7071067811865476
-    t = mx.abs(z)
-    w = _f(t < _ERF_SPLIT)
-    small = 0.5 * x * (1.0 + _erf_small(z * w))
+# GELU in three compiled stages with two arrays between them, each stage shallow enough to be
+# one vectorised loop; as one graph MLX's fuser cut it into seven loops, one of them strided
+# with 14 inputs (measured 14-16 ms against 7.6 ms on 1.28M elements).
+_INV_SQRT2 = 0.7071067811865476
+_GELU_SPLIT = _ERF_SPLIT / _INV_SQRT2  # |x| below: the small branch
+_GELU_HI = _ERFC_HI / _INV_SQRT2  # |x| above: erfc = 0
+
+
+def _gelu_a(x: mx.array) -> tuple[mx.array, mx.array]:
+    """The two polynomial variables: erfc's (clamped) and erf's small-branch z*z."""
     ax = mx.abs(x)
+    tc = _at_most(ax * _INV_SQRT2, _ERFC_HI)
+    zs = (x * _INV_SQRT2) * _f(ax < _GELU_SPLIT)
+    return tc * _ERFC_SCALE - _ERFC_MID * _ERFC_SCALE, zs * zs
+
+
+def _gelu_b(u: mx.array, s: mx.array) -> tuple[mx.array, mx.array]:
+    return _estrin(u, _ERFC_P), _estrin(s, _ERF_Q)
+
+
+def _gelu_c(x: mx.array, erfc_p: mx.array, erf_q: mx.array) -> mx.array:
+    ax = mx.abs(x)
+    w = _f(ax < _GELU_SPLIT)
+    zs = (x * _INV_SQRT2) * w
+    small = (0.5 * x) * (1.0 + (zs + zs * erf_q))  # x (1 + erf(z)) / 2
     # x * Phi(x) = max(x, 0) - |x| * erfc(|x| / sqrt 2) / 2: no cancellation for x < 0.
-    large = (0.5 * x + 0.5 * ax) - 0.5 * ax * _erfc_large(t)
+    large = (0.5 * x + 0.5 * ax) - (0.5 * ax) * (erfc_p * _f(ax <= _GELU_HI))
     return w * small + (1.0 - w) * large  # exact for w in {0, 1}
 
 
@@ -207,7 +226,9 @@ def _compiled(name: str) -> Any:
     impls = {
         "exp": _exp_impl,
         "erf": _erf_impl,
-        "gelu": _gelu_impl,
+        "gelu_a": _gelu_a,
+        "gelu_b": _gelu_b,
+        "gelu_c": _gelu_c,
         "sigmoid": _sigmoid_impl,
         "silu": _silu_impl,
         "swiglu": _swiglu_impl,
@@ -236,7 +257,11 @@ def erf(x: mx.array) -> mx.array:
 
 
 def gelu(x: mx.array) -> mx.array:
-    return _compiled("gelu")(x) if _f32(x) else nn.gelu(x)
+    if not _f32(x):
+        return nn.gelu(x)
+    u, s = _compiled("gelu_a")(x)
+    erfc_p, erf_q = _compiled("gelu_b")(u, s)
+    return _compiled("gelu_c")(x, erfc_p, erf_q)
 
 
 def sigmoid(x: mx.array) -> mx.array:

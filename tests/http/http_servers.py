@@ -177,3 +177,19 @@ def serve_real_model(path: str, name: str, **overrides: Any):
     yield served
     thread.stop()
     engine.close()
+
+
+def serve_with_jobs(settings: Settings, adapter: FakeAdapter, handle: Any = None):
+    """A test server with its Redis side (in-memory fakeredis unless ``handle``): cache, jobs
+    API and the local worker. Returns (served, thread, backends) once the jobs API is open."""
+    import time
+
+    from app.backends import Backends
+    from app.redis_embedded import start_fakeredis
+
+    backends = Backends(settings, handle or start_fakeredis())
+    served, thread = serve(settings, adapter, backends=backends)
+    deadline = time.time() + 10
+    while backends.jobs is None and time.time() < deadline:  # attaches once the model is ready
+        time.sleep(0.02)
+    return served, thread, backends

@@ -11,12 +11,11 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from http_servers import MV_MODEL, MV_SETTINGS, FakeAdapter, Served, serve
+from http_servers import MV_MODEL, MV_SETTINGS, FakeAdapter, Served, serve_with_jobs
 
 from app.auth import Guard, KeyRing, check_bind, is_loopback, presented_key, read_key_file
 from app.backends import Backends
 from app.errors import Unauthorized
-from app.redis_embedded import start_fakeredis
 
 KEY_A = "sk-alice-0123456789"
 KEY_B = "sk-bob-9876543210"
@@ -25,13 +24,8 @@ METRICS_KEY = "scrape-only-key"
 
 def _served(**overrides) -> tuple[Served, object, Backends]:
     settings = dataclasses.replace(MV_SETTINGS, queue_threshold=3, job_chunk_size=2, **overrides)
-    backends = Backends(settings, start_fakeredis())
     adapter = FakeAdapter(kind="multi_vector", name=MV_MODEL, dim=8, max_tokens=16)
-    served, thread = serve(settings, adapter, backends=backends)
-    deadline = time.time() + 10
-    while backends.jobs is None and time.time() < deadline:
-        time.sleep(0.02)
-    return served, thread, backends
+    return serve_with_jobs(settings, adapter)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 from fake_adapter import fake_engine
-from http_servers import MV_MODEL, MV_SETTINGS, FakeAdapter, Served, serve
+from http_servers import MV_MODEL, MV_SETTINGS, FakeAdapter, Served, serve, serve_with_jobs
 from PIL import Image
 
 from app.backends import Backends
@@ -32,12 +32,7 @@ def _served(adapter: FakeAdapter, handle: RedisHandle | None = None, **overrides
     settings = MV_SETTINGS.__class__(
         **{**MV_SETTINGS.__dict__, "queue_threshold": 3, "job_chunk_size": 2, **overrides}
     )
-    backends = Backends(settings, handle or start_fakeredis())
-    served, thread = serve(settings, adapter, backends=backends)
-    deadline = time.time() + 10
-    while backends.jobs is None and time.time() < deadline:  # attaches once the model is ready
-        time.sleep(0.02)
-    return served, thread, backends
+    return serve_with_jobs(settings, adapter, handle)
 
 
 @pytest.fixture

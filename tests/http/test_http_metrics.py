@@ -7,11 +7,8 @@ import dataclasses
 import time
 
 import pytest
-from http_servers import MV_MODEL, MV_SETTINGS, FakeAdapter, serve
+from http_servers import MV_MODEL, MV_SETTINGS, FakeAdapter, serve_with_jobs
 from prometheus_client.parser import text_string_to_metric_families
-
-from app.backends import Backends
-from app.redis_embedded import start_fakeredis
 
 
 def scrape(client) -> dict[tuple[str, tuple], float]:
@@ -32,12 +29,8 @@ def value(samples, name: str, **labels) -> float:
 @pytest.fixture
 def server():
     settings = dataclasses.replace(MV_SETTINGS, queue_threshold=3, job_chunk_size=2)
-    backends = Backends(settings, start_fakeredis())
     adapter = FakeAdapter(kind="multi_vector", name=MV_MODEL, dim=8, max_tokens=16)
-    served, thread = serve(settings, adapter, backends=backends)
-    deadline = time.time() + 10
-    while backends.jobs is None and time.time() < deadline:
-        time.sleep(0.02)
+    served, thread, _ = serve_with_jobs(settings, adapter)
     yield served
     thread.stop()
 

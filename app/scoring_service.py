@@ -1,0 +1,187 @@
+"""POST /v1/rerank and /v1/score: embed the query and the documents through the embeddings
+service (so the cache, the lanes and the jobs apply: a repeat rerank of the same pages costs no
+forward), then score them with :mod:`app.scoring` (MaxSim for multi-vector models, cosine for
+pooled ones)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.errors import ApiError, InvalidRequest
+from app.protocol import EmbeddingRequest, RerankRequest, ScoreRequest
+from app.scoring import rank, score_many
+from app.service import EmbeddingService
+
+
+@dataclass
+class Embedded:
+    """Embedded items of one request field: each item's (input index, PDF page, vectors)."""
+
+    items: list[tuple[int, int | None, np.ndarray]]
+    tokens: int
+    cache: str
+    lane: str | None
+
+
+@dataclass
+class ScoringResult:
+    body: dict[str, Any]
+    cache: str
+    lane: str | None
+
+
+def _renamed(exc: ApiError, param: str, single: bool) -> ApiError:
+    """Point an embeddings error (``input``, ``input[3].file``) at this endpoint's field."""
+    old = exc.param or ""
+    if old.startswith("input"):
+        rest = old[len("input") :]
+        if single and rest.startswith("[0]"):
+            rest = rest[3:]
+        new = param + rest
+        if exc.message.startswith(old):
+            exc.message = new + exc.message[len(old) :]
+            exc.args = (exc.message,)
+        exc.param = new
+    return exc
+
+
+def _combined_cache(*states: str) -> str:
+    if len(set(states)) == 1:
+        return states[0]
+    if "off" in states or "bypass" in states:
+        return next(s for s in states if s in ("off", "bypass"))
+    return "partial"
+
+
+class ScoringService:
+    def __init__(self, service: EmbeddingService) -> None:
+        self.service = service
+
+    async def _embed(
+        self,
+        raw: list[Any],
+        *,
+        param: str,
+        input_type: str,
+        model: str,
+        truncate: bool,
+        cache_control: str | None,
+        single: bool = False,
+    ) -> Embedded:
+        req = EmbeddingRequest(input=raw, model=model, input_type=input_type, truncate=truncate)
+        try:
+            result = await self.service.embed(req, cache_control=cache_control)
+        except ApiError as exc:
+            raise _renamed(exc, param, single) from None
+        items, next_index = [], 0
+        for d in result.body["data"]:
+            index = int(d.get("input_index", next_index))
+            next_index = index + 1
+            items.append((index, d.get("page"), np.asarray(d["embedding"], dtype=np.float32)))
+        tokens = int(result.body["usage"]["total_tokens"])
+        return Embedded(items, tokens, result.cache, result.lane)
+
+    async def _query_and_documents(
+        self,
+        model: str,
+        queries: list[Any],
+        documents: list[Any],
+        *,
+        query_param: str,
+        documents_param: str,
+        truncate: bool,
+        cache_control: str | None,
+        single_query: bool,
+    ) -> tuple[Embedded, Embedded]:
+        self.service.check_model(model)
+        common = {"model": model, "truncate": truncate, "cache_control": cache_control}
+        q, d = await asyncio.gather(
+            self._embed(queries, param=query_param, input_type="query", single=single_query,
+                        **common),
+            self._embed(documents, param=documents_param, input_type="document", **common),
+        )  # fmt: skip
+        if len(q.items) != len(queries):
+            raise InvalidRequest(
+                f"{query_param}: must be one text or image per query (a PDF has several pages)",
+                param=query_param,
+            )
+        return q, d
+
+    # ---- POST /v1/rerank ---------------------------------------------------------------------
+    async def rerank(
+        self, req: RerankRequest, *, cache_control: str | None = None
+    ) -> ScoringResult:
+        if req.top_n is not None and req.top_n < 1:
+            raise InvalidRequest("top_n must be at least 1", param="top_n")
+        q, d = await self._query_and_documents(
+            req.model, [req.query], req.documents, query_param="query",
+            documents_param="documents", truncate=req.truncate, cache_control=cache_control,
+            single_query=True,
+        )  # fmt: skip
+        query = q.items[0][2]
+        scores = await asyncio.to_thread(score_many, query, [v for _, _, v in d.items])
+        results = []
+        for i in rank(scores, req.top_n):
+            index, page, _ = d.items[i]
+            entry: dict[str, Any] = {"index": index, "relevance_score": float(scores[i])}
+            if page is not None:
+                entry["page"] = page
+            if req.return_documents:
+                doc = req.documents[index]
+                entry["document"] = {"text": doc} if isinstance(doc, str) else doc
+            results.append(entry)
+        tokens = q.tokens + d.tokens
+        body = {
+            "id": f"rerank-{uuid.uuid4().hex}",
+            "object": "rerank",
+            "model": self.service.model_name,
+            "results": results,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return ScoringResult(body, _combined_cache(q.cache, d.cache), d.lane or q.lane)
+
+    # ---- POST /v1/score ----------------------------------------------------------------------
+    async def score(self, req: ScoreRequest, *, cache_control: str | None = None) -> ScoringResult:
+        left = req.text_1 if isinstance(req.text_1, list) else [req.text_1]
+        right = req.text_2 if isinstance(req.text_2, list) else [req.text_2]
+        for name, value in (("text_1", left), ("text_2", right)):
+            if not value or any(v is None for v in value):
+                raise InvalidRequest(f"'{name}' must be an input or a non-empty list", name)
+        if len(left) != 1 and len(left) != len(right):
+            raise InvalidRequest(
+                f"text_1 holds {len(left)} inputs and text_2 {len(right)}: send one text_1 "
+                "(scored against every text_2) or two lists of the same length (pairwise)",
+                param="text_2",
+            )
+        q, d = await self._query_and_documents(
+            req.model, left, right, query_param="text_1", documents_param="text_2",
+            truncate=req.truncate, cache_control=cache_control,
+            single_query=not isinstance(req.text_1, list),
+        )  # fmt: skip
+        if len(d.items) != len(right):
+            raise InvalidRequest("text_2: a PDF has several pages; send images", param="text_2")
+        queries = [v for _, _, v in q.items]
+        docs = [v for _, _, v in d.items]
+
+        def compute() -> list[float]:
+            if len(queries) == 1:
+                return [float(s) for s in score_many(queries[0], docs)]
+            return [float(score_many(a, [b])[0]) for a, b in zip(queries, docs, strict=True)]
+
+        scores = await asyncio.to_thread(compute)
+        tokens = q.tokens + d.tokens
+        body = {
+            "id": f"score-{uuid.uuid4().hex}",
+            "object": "list",
+            "created": int(time.time()),
+            "model": self.service.model_name,
+            "data": [{"index": i, "object": "score", "score": s} for i, s in enumerate(scores)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return ScoringResult(body, _combined_cache(q.cache, d.cache), d.lane or q.lane)

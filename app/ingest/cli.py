@@ -60,6 +60,12 @@ def build_parser(prog: str = "mlx-embeddings-ingest") -> argparse.ArgumentParser
         help=f"embedded Qdrant directory when no --qdrant-url (default: {default_qdrant_path()})",
     )
     q.add_argument("--qdrant-api-key", help="API key of the Qdrant server")
+    q.add_argument(
+        "--binary-quantization",
+        action="store_true",
+        help="new collections keep a 1-bit copy of the original vectors in RAM (Qdrant's "
+        "binary quantization); searches rescore with the full vectors",
+    )
     s = p.add_argument_group("search")
     s.add_argument("--query", action="append", help="search this text (repeatable)")
     s.add_argument("--top-k", type=int, default=5, help="results per query (default: 5)")
@@ -117,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
                     chunk_size=args.chunk_size,
                     max_jobs=args.max_jobs,
                     progress=not args.no_progress,
+                    binary_quantization=args.binary_quantization,
                 )
                 rate = f", {report.pages_per_second:.2f} pages/s" if report.ingested else ""
                 print(

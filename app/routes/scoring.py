@@ -19,6 +19,10 @@ def _scoring(request: Request) -> ScoringService:
 
 def _response(result: ScoringResult) -> HTTPResponse:
     headers = {"X-Cache": result.cache}
+    if result.timings:
+        headers["Server-Timing"] = ", ".join(
+            f"{name};dur={seconds * 1000:.2f}" for name, seconds in result.timings.items()
+        )
     if result.lane is not None:
         headers["X-Lane"] = result.lane
     return json_response(result.body, headers=headers)

@@ -9,7 +9,7 @@ vectors of the ColQwen2.5 items (the labels determine the rest; the file stays s
 
 Runs in the goldens venv (see tests/goldens/README.md), never in the project venv:
 
-    /tmp/gv17/bin/python scripts/make_pooling_goldens.py tests/goldens/
+    /work/goldens-venv/bin/python scripts/make_pooling_goldens.py tests/goldens/
 """
 
 from __future__ import annotations

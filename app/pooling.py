@@ -13,7 +13,9 @@
   tests/goldens/pooling_reference.* show none).
 * ``rows_cols``: the Qdrant ColPali recipe's mean pooling of the image grid by rows and by
   columns (:mod:`app.ingest.pooling`, unit length as the ingest CLI stores them), returned
-  beside the original vectors as ``pooled_rows`` / ``pooled_columns``.
+  beside the original vectors as ``pooled_rows`` / ``pooled_columns``. With a ``pool_factor``
+  the original vectors are returned hierarchically pooled (``image_grid`` /
+  ``image_token_span`` still describe the tokens before pooling, which rows/columns come from).
 """
 
 from __future__ import annotations
@@ -228,8 +230,12 @@ def pool_embedding(emb: Embedding, method: str, pool_factor: int | None) -> Embe
             param="pooling",
         )
     rows, cols = mean_pool_rows_columns(emb.vectors, grid, span)
-    packed = np.concatenate([emb.vectors, unit_rows(rows), unit_rows(cols)])
-    extras[_SPLIT] = [n, len(rows), len(cols)]
+    base = emb.vectors
+    if pool_factor:  # the originals hierarchically pooled too; grid and span stay as computed
+        base = hierarchical_pool(emb.vectors, int(pool_factor))
+        extras["pooled_from"] = n
+    packed = np.concatenate([base, unit_rows(rows), unit_rows(cols)])
+    extras[_SPLIT] = [len(base), len(rows), len(cols)]
     return replace(emb, vectors=packed.astype(np.float32), extras=extras)
 
 

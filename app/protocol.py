@@ -25,7 +25,8 @@ class PoolingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: Literal["hierarchical", "rows_cols"]
-    # hierarchical only: at most n_tokens // pool_factor clusters (colpali-engine's rule)
+    # at most n_tokens // pool_factor clusters (colpali-engine's rule). hierarchical: default 3;
+    # rows_cols: optional, the originals returned beside the pooled rows/columns are pooled so.
     pool_factor: StrictInt | None = Field(default=None, ge=1, le=64)
 
     def key(self) -> dict[str, Any]:
@@ -36,7 +37,7 @@ class PoolingSpec(BaseModel):
     def factor(self) -> int | None:
         if self.method == "hierarchical":
             return self.pool_factor if self.pool_factor is not None else 3
-        return None
+        return self.pool_factor
 
 
 class EmbeddingRequest(BaseModel):
@@ -74,10 +75,6 @@ def parse_embedding_request(body: Any) -> EmbeddingRequest:
         raise validation_error(exc) from None
     if req.input is None:
         raise InvalidRequest("'input' must not be null", param="input")
-    if req.pooling is not None and req.pooling.method == "rows_cols" and req.pooling.pool_factor:
-        raise InvalidRequest(
-            "pooling.pool_factor applies to method 'hierarchical' only", param="pooling.pool_factor"
-        )
     return req
 
 

@@ -215,6 +215,7 @@ def ingest_pages(
     poll: float = 0.2,
     progress: bool = True,
     binary_quantization: bool = False,
+    pool_factor: int | None = None,
 ) -> IngestReport:
     """Embed and store every page of ``pages`` not yet in ``collection``.
 
@@ -241,7 +242,10 @@ def ingest_pages(
             while pending and len(inflight) < max(1, max_jobs):
                 chunk = build_chunk(pending.popleft())
                 try:
-                    job = client.submit_job(chunk.inputs, model, pooling=ROWS_COLS)
+                    pooling = (
+                        {**ROWS_COLS, "pool_factor": pool_factor} if pool_factor else ROWS_COLS
+                    )
+                    job = client.submit_job(chunk.inputs, model, pooling=pooling)
                 except ServerError as exc:
                     raise name_the_file(exc, chunk) from None
                 inflight.append((job, chunk))

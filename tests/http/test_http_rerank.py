@@ -198,6 +198,11 @@ def test_pooling_option(mv_server: Served) -> None:
     np.testing.assert_allclose(got[0], hierarchical_pool(text_vec, 2), atol=1e-6)
     np.testing.assert_allclose(got[1], hierarchical_pool(original, 2), atol=1e-6)
     assert r.json()["data"][1]["pooled_from"] == 6 and r.json()["data"][1]["shape"] == [3, 8]
+    both = {**body, "pooling": {"method": "rows_cols", "pool_factor": 2}}
+    item = post(mv_server, "/v1/embeddings", both).json()["data"][0]
+    np.testing.assert_allclose(item["embedding"], hierarchical_pool(original, 2), atol=1e-6)
+    np.testing.assert_allclose(item["pooled_rows"], unit_rows(rows), atol=1e-6)
+    assert item["image_token_span"] == plain["image_token_span"] and item["pooled_from"] == 6
 
 
 def test_pooled_vectors_are_cached_under_their_own_key(cached_server: Served) -> None:
@@ -236,7 +241,7 @@ BAD = [
      "pooling.pool_factor"),
     ("/v1/embeddings", {"input": "a", "pooling": {"method": "hierarchical", "pool_factor": 2.5}},
      "pooling.pool_factor"),
-    ("/v1/embeddings", {"input": "a", "pooling": {"method": "rows_cols", "pool_factor": 2}},
+    ("/v1/embeddings", {"input": "a", "pooling": {"method": "rows_cols", "pool_factor": 65}},
      "pooling.pool_factor"),
     ("/v1/embeddings", {"input": "a", "pooling": {"method": "rows_cols", "size": 2}},
      "pooling.size"),

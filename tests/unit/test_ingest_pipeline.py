@@ -26,6 +26,7 @@ from app.ingest.pipeline import build_chunk, ingest_pages, page_spec
 from app.ingest.pooling import mean_pool_rows_columns
 from app.ingest.search import search
 from app.ingest.walk import plan_pages, walk
+from app.pooling import hierarchical_pool
 
 MODEL = "fake-colqwen"
 DIM = 16
@@ -120,10 +121,14 @@ class FakeServer:
 
     def _embed(self, inputs: list[Any], pooling: Any = None) -> list[dict[str, Any]]:
         data = self._embed_pages(inputs)
-        if pooling == {"method": "rows_cols"}:  # as the server does (app.pooling)
+        if pooling and pooling["method"] == "rows_cols":  # as the server does (app.pooling)
             for item in data:
                 raw = np.frombuffer(base64.b64decode(item["embedding"]), "<f4")
                 raw = raw.reshape(item["shape"])
+                if pooling.get("pool_factor"):
+                    pooled = hierarchical_pool(raw, pooling["pool_factor"])
+                    item["embedding"] = base64.b64encode(pooled.astype("<f4").tobytes()).decode()
+                    item["shape"] = list(pooled.shape)
                 rows, cols = mean_pool_rows_columns(
                     raw, item["image_grid"], item["image_token_span"]
                 )
@@ -393,3 +398,15 @@ def test_a_server_without_pooling_is_an_error(fake: FakeServer) -> None:
                    point_id="00000000-0000-0000-0000-000000000000")  # fmt: skip
     with pytest.raises(ServerError, match="pooled_rows"):
         to_point(page, item, MODEL)
+
+
+def test_pool_factor_stores_pooled_originals(
+    docs: Path, fake: FakeServer, client: EmbeddingsClient, qdrant: QdrantClient
+) -> None:
+    pages, report = _ingest(docs, client, qdrant, chunk_size=16, pool_factor=2)
+    assert report.ingested == len(pages)
+    assert fake.pooling == [{"method": "rows_cols", "pool_factor": 2}]
+    item = fake.jobs["embjob_0"]["data"][0]
+    rec = qdrant.retrieve("c", [pages[0].point_id], with_vectors=True)[0]
+    assert len(rec.vector[ORIGINAL]) == item["shape"][0]
+    assert item["shape"][0] <= (PREFIX + SUFFIX + 15) // 2

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app.engine import Engine, load_engine
+from app.engine import load_engine
 from app.ingest.pooling import mean_pool_rows_columns, unit_rows
 from app.pooling import hierarchical_pool
 from app.settings import Settings
@@ -29,30 +29,29 @@ COLQWEN = json.loads((GOLDENS / "colqwen_reference.json").read_text())
 QUERIES = {i["name"]: i["text"] for i in COLQWEN["items"] if i["kind"] == "query"}
 
 
-def _url(engine: Engine, path: Path) -> Iterator[str]:
+def _url(path: Path) -> Iterator[str]:
+    """A server on its own engine: stopping the server closes its engine, so the session's
+    shared engines must not be used here."""
+    engine = load_engine(Settings(model=str(path)))
+    engine.wait_ready(120)
     settings = Settings(model=str(path), served_model_name="m", blas="off")
     served, thread = serve(settings, None, engine=engine)  # type: ignore[arg-type]
     try:
         yield served.url
     finally:
         thread.stop()
+        engine.close()
 
 
 @pytest.fixture(scope="module")
 def colqwen_url() -> Iterator[str]:
     """The goldens' tiny ColQwen2.5 (the one colpali-engine scored)."""
-    path = GOLDENS / "tiny-colqwen2.5"
-    engine = load_engine(Settings(model=str(path)))
-    engine.wait_ready(120)
-    try:
-        yield from _url(engine, path)
-    finally:
-        engine.close()
+    yield from _url(GOLDENS / "tiny-colqwen2.5")
 
 
 @pytest.fixture(scope="module")
-def minilm_url(minilm_engine: Engine, minilm_path: Path) -> Iterator[str]:
-    yield from _url(minilm_engine, minilm_path)
+def minilm_url(minilm_path: Path) -> Iterator[str]:
+    yield from _url(minilm_path)
 
 
 def _image(name: str) -> dict:

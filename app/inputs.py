@@ -35,18 +35,21 @@ cancelled). Errors are ApiError subclasses whose ``param`` names the offending i
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from app.engine.base import EngineInput, ImageInput, TextInput, TokenInput
+from app.engine.base import TextInput, TokenInput
 from app.errors import ApiError, InvalidRequest, InvalidTokenIds, MediaError, UnsupportedInput
 from app.media.datauri import decode_data_uri, is_data_uri
 from app.media.fetch import MediaFetcher, Resolver
-from app.media.images import content_hash, decode_image
-from app.media.pdf import render_pdf
-from app.media.sniff import IMAGE_KINDS, SUPPORTED_TEXT, describe_unknown, sniff
+from app.media.items import (
+    ItemBudget,
+    MediaJob,
+    ResolvedItem,
+    all_or_first_error,
+    decode_media,
+)
 from app.settings import Settings
 from app.token_ids import TiktokenDecoder, rejected_message
 
@@ -57,27 +60,7 @@ if TYPE_CHECKING:
 MEDIA_CONCURRENCY = 8
 
 
-@dataclass(frozen=True)
-class ResolvedItem:
-    input_index: int  # index in the request's `input` list
-    page: int | None  # 1-based PDF page, None otherwise
-    item: EngineInput  # TextInput | TokenInput | ImageInput
-    param: str  # e.g. "input[3]" or "input[3].file" - used in error messages
-
-
-@dataclass(frozen=True)
-class _MediaJob:
-    """A media item waiting to be fetched/decoded (found while parsing the request)."""
-
-    input_index: int
-    param: str
-    source: str  # data URI or URL
-    pages: object  # the part's "pages" value (None: all pages)
-    pages_param: str
-    from_plain_string: bool
-
-
-_Entry = ResolvedItem | _MediaJob
+_Entry = ResolvedItem | MediaJob
 
 
 def _is_media_string(text: str) -> bool:
@@ -204,7 +187,7 @@ class InputResolver:
         if not text:
             raise InvalidRequest(f"{param}: must not be an empty string", param)
         if may_be_media and _is_media_string(text):
-            return _MediaJob(index, param, text.strip(), None, param, from_plain_string=True)
+            return MediaJob(index, param, text.strip(), None, param, from_plain_string=True)
         return ResolvedItem(index, None, TextInput(text), param)
 
     def _parse_tokens(self, ids: list, index: int, param: str) -> ResolvedItem:
@@ -240,7 +223,7 @@ class InputResolver:
             f"{param}.type",
         )
 
-    def _parse_media_part(self, part: dict, kind: str, index: int, param: str) -> _MediaJob:
+    def _parse_media_part(self, part: dict, kind: str, index: int, param: str) -> MediaJob:
         body = part.get(kind)
         sub = f"{param}.{kind}"
         if kind == "image_url" and isinstance(body, str):
@@ -288,7 +271,7 @@ class InputResolver:
                     pages_param,
                 )
             pages, pages_param = inner_pages, f"{sub}.pages"
-        return _MediaJob(index, sub, source, pages, pages_param, from_plain_string=False)
+        return MediaJob(index, sub, source, pages, pages_param, from_plain_string=False)
 
     # ------------------------------------------------------------------ resolving
 
@@ -300,14 +283,14 @@ class InputResolver:
         ):
             # the first call may load (download) the encoding: never on the event loop
             entries = await asyncio.to_thread(self._decode_token_ids, entries)
-        jobs = [(n, e) for n, e in enumerate(entries) if isinstance(e, _MediaJob)]
+        jobs = [(n, e) for n, e in enumerate(entries) if isinstance(e, MediaJob)]
         if not jobs:
             return [e for e in entries if isinstance(e, ResolvedItem)]
 
-        budget = _ItemBudget(self.settings.max_inputs, len(entries) - len(jobs))
+        budget = ItemBudget(self.settings.max_inputs, len(entries) - len(jobs))
         sem = asyncio.Semaphore(MEDIA_CONCURRENCY)
 
-        async def run(job: _MediaJob) -> list[ResolvedItem]:
+        async def run(job: MediaJob) -> list[ResolvedItem]:
             async with sem:
                 try:
                     return await self._resolve_media(job, budget)
@@ -320,7 +303,7 @@ class InputResolver:
                         job.param,
                     ) from exc
 
-        results = await _all_or_first_error([run(job) for _, job in jobs])
+        results = await all_or_first_error([run(job) for _, job in jobs])
         by_entry = dict(zip((n for n, _ in jobs), results, strict=True))
         out: list[ResolvedItem] = []
         for n, entry in enumerate(entries):
@@ -343,7 +326,7 @@ class InputResolver:
             out.append(e)
         return out
 
-    async def _resolve_media(self, job: _MediaJob, budget: _ItemBudget) -> list[ResolvedItem]:
+    async def _resolve_media(self, job: MediaJob, budget: ItemBudget) -> list[ResolvedItem]:
         if is_data_uri(job.source):
             try:
                 data = await asyncio.to_thread(
@@ -366,99 +349,6 @@ class InputResolver:
                 job.source, job.param, hint=job.from_plain_string
             )
         # Decoding, rendering and hashing are CPU-bound: never on the event loop.
-        return await asyncio.to_thread(self._decode, job, data, origin, budget)
-
-    def _decode(
-        self, job: _MediaJob, data: bytes, origin: str, budget: _ItemBudget
-    ) -> list[ResolvedItem]:
-        """Bytes -> validated RGB items (runs in a worker thread)."""
-        settings = self.settings
-        kind = sniff(data)
-        if kind is None:
-            raise MediaError(
-                f"{job.param}: not a supported image or PDF ({SUPPORTED_TEXT}); "
-                f"{describe_unknown(data)}",
-                job.param,
-            )
-        meta_base: dict[str, Any] = {"source": origin, "format": kind}
-        if kind in IMAGE_KINDS:
-            if job.pages is not None:
-                raise InvalidRequest(
-                    f'{job.pages_param}: "pages" applies only to PDFs; this file is a '
-                    f"{kind.upper()} image",
-                    job.pages_param,
-                )
-            budget.take(1, job.param)
-            image = decode_image(data, kind, max_pixels=settings.max_image_pixels, param=job.param)
-            return [self._image_item(job, image, None, meta_base, source=data)]
-        rendered = render_pdf(
-            data,
-            pages=job.pages,
-            max_pages=settings.max_pdf_pages,
-            dpi=settings.pdf_dpi,
-            target_pixels=self.max_image_pixels_for_model,
-            max_pixels=settings.max_image_pixels,
-            param=job.param,
-            pages_param=job.pages_param,
-            on_count=lambda n: budget.take(n, job.param),
+        return await asyncio.to_thread(
+            decode_media, job, data, origin, budget, self.settings, self.max_image_pixels_for_model
         )
-        return [
-            self._image_item(
-                job,
-                page.image,
-                page.number,
-                {**meta_base, "page": page.number, "pages": page.page_count, "dpi": page.dpi},
-            )
-            for page in rendered
-        ]
-
-    @staticmethod
-    def _image_item(
-        job: _MediaJob, image, page: int | None, meta: dict, source: bytes | None = None
-    ) -> ResolvedItem:
-        meta = {"width": image.width, "height": image.height, **meta}
-        item = ImageInput(image=image, content_hash=content_hash(image), meta=meta, source=source)
-        return ResolvedItem(job.input_index, page, item, job.param)
-
-
-class _ItemBudget:
-    """Counts items across a request so PDFs cannot expand it past ``--max-inputs``."""
-
-    def __init__(self, limit: int, used: int) -> None:
-        self.limit = limit
-        self.used = used
-        self._lock = threading.Lock()  # taken from worker threads
-
-    def take(self, n: int, param: str) -> None:
-        with self._lock:
-            self.used += n
-            over = self.used > self.limit
-        if over:
-            raise InvalidRequest(
-                f"{param}: the request expands to more than {self.limit} items (PDF pages count "
-                "one each), more than the server's limit (--max-inputs); split the request",
-                param,
-            )
-
-
-async def _all_or_first_error(
-    coros: list[Awaitable[list[ResolvedItem]]],
-) -> list[list[ResolvedItem]]:
-    """Run all; on the first failure cancel the rest and raise the earliest item's error."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-    failed = [t for t in tasks if t in done and not t.cancelled() and t.exception() is not None]
-    if failed:
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        exc = failed[0].exception()
-        assert exc is not None
-        raise exc
-    return [t.result() for t in tasks]

@@ -98,8 +98,33 @@ class Lookup:
     found: list[Embedding | None]
 
     @property
+    def hits(self) -> int:
+        return sum(e is not None for e in self.found)
+
+    @property
     def misses(self) -> list[int]:
-        return [i for i, e in enumerate(self.found) if e is None]
+        """The items to compute: those not found, once per distinct cache key (a request that
+        repeats an input computes it once)."""
+        seen: set[str] = set()
+        out = []
+        for i, (key, emb) in enumerate(zip(self.keys, self.found, strict=True)):
+            if emb is None and (key is None or key not in seen):
+                out.append(i)
+                if key is not None:
+                    seen.add(key)
+        return out
+
+    def fill(self, at: Sequence[int], computed: Sequence[Embedding]) -> list[Embedding]:
+        """Put the computed vectors in place (repeats of an input share its vector)."""
+        by_key = {}
+        for i, emb in zip(at, computed, strict=True):
+            self.found[i] = emb
+            if self.keys[i] is not None:
+                by_key[self.keys[i]] = emb
+        for i, emb in enumerate(self.found):
+            if emb is None:
+                self.found[i] = by_key[self.keys[i]]
+        return self.found  # type: ignore[return-value]
 
 
 class Pipeline:
@@ -177,6 +202,7 @@ class Pipeline:
         """The whole pipeline for a list of items (a worker's chunk: bulk by default)."""
         looked = await self.lookup(keys, policy)
         miss = looked.misses
+        computed = []
         if miss:
             computed = await self.compute(
                 [inputs[i] for i in miss],
@@ -187,9 +213,7 @@ class Pipeline:
                 lane=lane,
                 owner=owner,
             )
-            for i, emb in zip(miss, computed, strict=True):
-                looked.found[i] = emb
-        return looked.found  # type: ignore[return-value]
+        return looked.fill(miss, computed)
 
 
 def _complete(

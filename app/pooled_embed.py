@@ -60,10 +60,13 @@ async def embed_pooled(
         cache = pipeline.cache
         if cache is not None and policy.write:
             await cache.set_many({keys[i]: e for i, e in zip(miss, pooled, strict=True) if keys[i]})
-        for i, emb in zip(miss, pooled, strict=True):
-            looked.found[i] = emb
-    found = [unpack(e) for e in looked.found if e is not None]
-    return Embedded(found, raw.computed, raw.job_id, raw.lane)
+    else:
+        pooled = []
+    hits = looked.hits
+    found = [unpack(e) for e in looked.fill(miss, pooled)]
+    # no forward ran when every missing pooled vector was pooled from cached originals
+    cached = len(items) if miss and raw.cached == len(miss) else hits + raw.cached
+    return Embedded(found, cached, raw.job_id, raw.lane)
 
 
 async def pool_result(embeddings: Sequence[Embedding], spec: dict) -> list[Embedding]:

@@ -38,6 +38,7 @@ class Embedded:
     tokens: int
     cache: str
     lane: str | None
+    usage: dict[str, list[int]] = field(default_factory=dict)  # modality -> [items, tokens]
 
 
 @dataclass
@@ -47,6 +48,25 @@ class ScoringResult:
     lane: str | None
     # seconds: "embed" (inputs resolved, cache read, any forward) and "score" (the math)
     timings: dict[str, float] = field(default_factory=dict)
+    usage: dict[str, list[int]] = field(default_factory=dict)  # for the metrics / access log
+
+    @property
+    def items(self) -> int:
+        return sum(n for n, _ in self.usage.values())
+
+    @property
+    def tokens(self) -> int:
+        return sum(t for _, t in self.usage.values())
+
+
+def _merged_usage(*parts: Embedded) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for part in parts:
+        for modality, (n, tokens) in part.usage.items():
+            counts = out.setdefault(modality, [0, 0])
+            counts[0] += n
+            counts[1] += tokens
+    return out
 
 
 def _renamed(exc: ApiError, param: str, single: bool) -> ApiError:
@@ -127,7 +147,13 @@ class ScoringService:
             n_tokens = sum(e.n_tokens for e in hits)
             if len(hits) == len(raw) and n_tokens <= limits.max_tokens_per_request:
                 items = [(i, None, e.vectors) for i, e in enumerate(hits)]
-                return Embedded(items, n_tokens, "hit", None)
+                usage: dict[str, list[int]] = {}
+                for x, e in zip(raw, hits, strict=True):
+                    image = isinstance(x, dict) or x.startswith("data:")
+                    counts = usage.setdefault("image" if image else "text", [0, 0])
+                    counts[0] += 1
+                    counts[1] += e.n_tokens
+                return Embedded(items, n_tokens, "hit", None, usage)
         req = EmbeddingRequest(input=raw, model=model, input_type=input_type, truncate=truncate)
         try:
             result = await service.embed(req, cache_control=cache_control)
@@ -142,7 +168,7 @@ class ScoringService:
         if keys is not None and cache is not None and policy.write and len(items) == len(raw):
             multi = [(k, v) for k, (_, _, v) in zip(keys, items, strict=True) if k and v.ndim == 2]
             await cache.set_many({k: Embedding(v, len(v)) for k, v in multi})
-        return Embedded(items, tokens, result.cache, result.lane)
+        return Embedded(items, tokens, result.cache, result.lane, result.usage)
 
     def _source_keys(
         self, raw: list[Any], input_type: str, truncate: bool
@@ -216,7 +242,8 @@ class ScoringService:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
         timings = {"embed": embedded - started, "score": scored - embedded}
-        return ScoringResult(body, _combined_cache(q.cache, d.cache), d.lane or q.lane, timings)
+        cache = _combined_cache(q.cache, d.cache)
+        return ScoringResult(body, cache, d.lane or q.lane, timings, _merged_usage(q, d))
 
     # ---- POST /v1/score ----------------------------------------------------------------------
     async def score(self, req: ScoreRequest, *, cache_control: str | None = None) -> ScoringResult:
@@ -260,4 +287,5 @@ class ScoringService:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
         timings = {"embed": embedded - started, "score": scored - embedded}
-        return ScoringResult(body, _combined_cache(q.cache, d.cache), d.lane or q.lane, timings)
+        cache = _combined_cache(q.cache, d.cache)
+        return ScoringResult(body, cache, d.lane or q.lane, timings, _merged_usage(q, d))

@@ -12,6 +12,8 @@ from sanic import HTTPResponse, Request, Sanic
 from sanic import exceptions as sanic_exc
 from sanic.handlers import ErrorHandler
 
+from app import access
+from app.auth import Guard, KeyRing
 from app.errors import (
     ApiError,
     HeadersTooLarge,
@@ -23,6 +25,7 @@ from app.errors import (
     PayloadTooLarge,
     UriTooLong,
 )
+from app.metrics import Metrics
 from app.routes import register_routes
 from app.routes.responses import json_response
 from app.service import EmbeddingService
@@ -120,13 +123,14 @@ def create_app(
     resolver: InputResolverLike | None = None,
     backends: Backends | None = None,
     name: str | None = None,
+    keys: KeyRing | None = None,
 ) -> Sanic:
     """The application serving ``engine`` (already started; it may still be loading).
 
     ``resolver``: the InputResolver (default: one built from ``settings``); it and the engine
     are closed when the server stops. ``backends``: Redis cache, job store and local worker
     (``app.backends.Backends.start``); without them the server computes everything inline and
-    has no jobs API."""
+    has no jobs API. ``keys``: the API keys (default: read from ``settings``)."""
     if resolver is None:
         from app.inputs import InputResolver
 
@@ -150,8 +154,14 @@ def create_app(
     app.ctx.health_probes = []
     if backends is not None:
         app.ctx.health_probes.append(backends.health)
+    app.ctx.keys = keys if keys is not None else KeyRing.from_settings(settings)
+    app.ctx.metrics = Metrics(engine, backends)
+    if hasattr(engine, "on_batch"):
+        engine.on_batch = app.ctx.metrics.batch_done
 
     register_routes(app)
+    guard = Guard(app.ctx.keys, public_health=settings.public_health)
+    access.install(app, guard, app.ctx.metrics, log_requests=settings.access_log)
 
     async def start_backends(app: Sanic, _loop: Any = None) -> None:
         if backends is not None:

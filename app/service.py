@@ -22,7 +22,7 @@ from app.encoding import (
     embedding_item,
     floats_in,
 )
-from app.engine.base import Embedding, ModelInfo
+from app.engine.base import Embedding, ImageInput, ModelInfo
 from app.engine.prompts import resolve_prompt_name, with_prompt
 from app.errors import (
     InternalError,
@@ -68,14 +68,33 @@ class EmbeddingResult:
     job_id: str | None = None
     lane: str | None = None  # interactive | bulk | job; None when all came from the cache
     timings: dict[str, float] = field(default_factory=dict)
+    # modality (text | image) -> [items, tokens] of the response (metrics, access log)
+    usage: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def items(self) -> int:
+        return sum(n for n, _ in self.usage.values())
+
+    @property
+    def tokens(self) -> int:
+        return sum(t for _, t in self.usage.values())
+
+
+def usage_by_modality(inputs: Sequence[object], embeddings: Sequence[Embedding]) -> dict:
+    usage: dict[str, list[int]] = {}
+    for x, emb in zip(inputs, embeddings, strict=True):
+        counts = usage.setdefault("image" if isinstance(x, ImageInput) else "text", [0, 0])
+        counts[0] += 1
+        counts[1] += int(emb.n_tokens)
+    return usage
 
 
 @dataclass
 class Embedded:
-    """A request's embeddings, how many were computed (not cached), and where."""
+    """A request's embeddings, how many came from the cache, and where the rest ran."""
 
     embeddings: list[Embedding]
-    computed: int
+    cached: int
     job_id: str | None = None
     lane: str | None = None
 
@@ -167,9 +186,10 @@ class EmbeddingService:
         result = self._result(
             req.encoding_format, req.dimensions, origins, embeddings, req.embedding_type
         )
-        result.cache = self._cache_header(policy, len(items), done.computed)
+        result.cache = self._cache_header(policy, len(items), done.cached)
         result.job_id = done.job_id
         result.lane = done.lane if done.job_id is None else "job"
+        result.usage = usage_by_modality([r.item for r in items], embeddings)
         return result
 
     async def embed_items(
@@ -180,7 +200,7 @@ class EmbeddingService:
         pipeline = self.pipeline
         keys = pipeline.keys(inputs, policy, truncate=truncate)
         looked = await pipeline.lookup(keys, policy)
-        miss = looked.misses
+        cached, miss = looked.hits, looked.misses
         job_id, lane = None, None
         if miss:
             m_inputs, m_params = [inputs[i] for i in miss], [params[i] for i in miss]
@@ -200,19 +220,19 @@ class EmbeddingService:
                 computed = await pipeline.compute(m_inputs, m_params, m_keys, policy,
                                                   truncate=truncate, measured=measured,
                                                   lane=lane)  # fmt: skip
-            for i, emb in zip(miss, computed, strict=True):
-                looked.found[i] = emb
-        return Embedded(looked.found, len(miss), job_id, lane)  # type: ignore[arg-type]
+        else:
+            computed = []
+        return Embedded(looked.fill(miss, computed), cached, job_id, lane)
 
-    def _cache_header(self, policy: CachePolicy, n: int, computed: int) -> str:
+    def _cache_header(self, policy: CachePolicy, n: int, cached: int) -> str:
         cache = self.pipeline.cache
         if cache is None or not cache.available:
             return CACHE_OFF
         if not policy.read:
             return CACHE_BYPASS
-        if computed == 0:
+        if cached == n:
             return "hit"
-        return "miss" if computed == n else "partial"
+        return "miss" if cached == 0 else "partial"
 
     async def _via_job(
         self, items: list[JobItem], truncate: bool
@@ -243,10 +263,11 @@ class EmbeddingService:
 
     # ---- the async jobs API -----------------------------------------------------------------
     async def submit_job(
-        self, req: EmbeddingRequest, *, cache_control: str | None = None
+        self, req: EmbeddingRequest, *, cache_control: str | None = None, owner: str = ""
     ) -> dict[str, Any]:
         """Validate every item (resolve, fetch, decode, tokenise, limits) before anything is
-        queued, then queue the whole request as one job."""
+        queued, then queue the whole request as one job, belonging to ``owner`` (the key's
+        :attr:`app.auth.Principal.owner`): other owners get 404 for it."""
         info, items = await self._resolve(req)
         if req.pooling is not None:
             from app.pooled_embed import check_pooling
@@ -271,18 +292,20 @@ class EmbeddingService:
             JobItem.of(x, k if policy.write else None, p)
             for x, k, p in zip(inputs, keys, params, strict=True)
         ]
-        status = await jobs.submit(job_items, meta)
+        status = await jobs.submit(job_items, meta, owner=owner)
         return status.to_dict()
 
-    async def job_status(self, job_id: str) -> dict[str, Any]:
-        return (await self._jobs().status(job_id)).to_dict()
+    async def job_status(self, job_id: str, owner: str = "") -> dict[str, Any]:
+        return (await self._jobs().status(job_id, owner)).to_dict()
 
-    async def cancel_job(self, job_id: str) -> dict[str, Any]:
-        return (await self._jobs().cancel(job_id)).to_dict()
+    async def cancel_job(self, job_id: str, owner: str = "") -> dict[str, Any]:
+        return (await self._jobs().cancel(job_id, owner)).to_dict()
 
-    async def job_result(self, job_id: str, encoding_format: str | None) -> EmbeddingResult:
+    async def job_result(
+        self, job_id: str, encoding_format: str | None, owner: str = ""
+    ) -> EmbeddingResult:
         jobs = self._jobs()
-        status = await jobs.status(job_id)
+        status = await jobs.status(job_id, owner)
         embeddings = await jobs.result(job_id, status)
         meta = status.meta
         fmt = encoding_format or meta.get("encoding_format", "float")

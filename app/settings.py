@@ -18,7 +18,8 @@ ENV_PREFIX = "MLX_EMB_"
 
 def _opt(help: str, **kw: Any) -> Any:
     default = kw.pop("default", None)
-    return field(default=default, metadata={"help": help, **kw})
+    show = kw.pop("repr", True)
+    return field(default=default, repr=show, metadata={"help": help, **kw})
 
 
 def default_data_dir() -> Path:
@@ -51,6 +52,11 @@ class Settings:
         "Most padded tokens (items x longest) in one forward pass; a longer item runs alone.",
         default=16384,
     )
+    busy_bulk_batch_size: int = _opt(
+        "While interactive requests keep arriving, bulk batches hold at most this many items "
+        "(0 = a quarter of --max-batch-size), so a query waits for a small batch.",
+        default=0,
+    )
     interactive_max_items: int = _opt(
         "Requests with at most this many uncached items (and --interactive-max-tokens) go to "
         "the interactive lane, computed before bulk work.",
@@ -75,6 +81,35 @@ class Settings:
         "Linux CPU: 'auto' loads OpenBLAS before mlx when found (much faster), 'off' keeps "
         "mlx's bundled BLAS.",
         default="auto",
+    )
+    access_log: bool = _opt(
+        "One log line per request: method, route, status, items, tokens, lane, ms, key label.",
+        default=True,
+    )
+    # --- security ---
+    api_keys: tuple[str, ...] = _opt(
+        "API key clients must send (Authorization: Bearer KEY, or x-api-key: KEY); repeat the "
+        "flag for several keys (env: comma-separated). Without any key the server is open.",
+        default=(),
+        flag="--api-key",
+        repr=False,
+    )
+    api_key_file: Path | None = _opt(
+        "File of API keys, one per line, each optionally followed by a label (logged instead "
+        "of the key); '#' starts a comment.",
+        type=Path,
+    )
+    allow_unauthenticated: bool = _opt(
+        "Serve without API keys on a non-loopback --host (refused otherwise).", default=False
+    )
+    public_health: bool = _opt(
+        "GET /health answers without a key (load balancers, --no-public-health to require one).",
+        default=True,
+    )
+    metrics_key: str | None = _opt(
+        "Key GET /metrics accepts besides the API keys (a scraper's own); without API keys "
+        "and without it, /metrics is open like the rest.",
+        repr=False,
     )
     # --- request limits ---
     max_inputs: int = _opt("Most inputs in one request (OpenAI: 2048).", default=2048)
@@ -199,24 +234,32 @@ def _convert(f: dataclasses.Field, raw: str) -> Any:
     return raw
 
 
+def flag_of(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+SERVER_DESCRIPTION = (
+    "OpenAI-compatible embeddings server for MLX models. "
+    f"Every flag can also be set as an environment variable {ENV_PREFIX}<FLAG_NAME>."
+)
+
+
 def build_parser(
     prog: str = "mlx-embeddings-server",
     only: Sequence[str] | None = None,
     parents: Sequence[argparse.ArgumentParser] = (),
+    description: str = SERVER_DESCRIPTION,
 ):
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        parents=list(parents),
-        description="OpenAI-compatible embeddings server for MLX models. "
-        f"Every flag can also be set as an environment variable {ENV_PREFIX}<FLAG_NAME>.",
-    )
+    parser = argparse.ArgumentParser(prog=prog, parents=list(parents), description=description)
     for f in dataclasses.fields(Settings):
         if only is not None and f.name not in only:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = flag_of(f)
         env = ENV_PREFIX + f.name.upper()
         help_text = f"{f.metadata['help']} [env {env}]"
-        if _field_type(f) == "bool":
+        if f.metadata.get("flag"):  # a repeatable flag (--api-key K1 --api-key K2)
+            parser.add_argument(flag, dest=f.name, action="append", default=None, help=help_text)
+        elif _field_type(f) == "bool":
             parser.add_argument(
                 flag,
                 dest=f.name,
@@ -241,14 +284,17 @@ def load_settings(
     prog: str = "mlx-embeddings-server",
     only: Sequence[str] | None = None,
     parents: Sequence[argparse.ArgumentParser] = (),
+    description: str = SERVER_DESCRIPTION,
 ) -> Settings:
     """Build the one Settings object. Exits with a usage error when --model is missing."""
     env = os.environ if env is None else env
-    parser = build_parser(prog, only, parents)
+    parser = build_parser(prog, only, parents, description)
     args = parser.parse_args(argv)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
         cli = getattr(args, f.name, None)
+        if isinstance(cli, list):  # appended: each value may itself be a comma list
+            cli = tuple(x for raw in cli for x in _convert(f, raw))
         if cli is not None:
             values[f.name] = cli
             continue
@@ -266,3 +312,24 @@ def load_settings(
     if settings.token_ids not in ("model", "tiktoken", "reject"):
         parser.error(f"--token-ids must be model, tiktoken or reject, not {settings.token_ids!r}")
     return settings
+
+
+def model_path_problem(model: str) -> str | None:
+    """Why ``--model`` names no model, when it is plainly a path (a hub id is ``org/name``):
+    said here, before the hub client answers "Repo id must be ..." for it."""
+    looks_like_path = (
+        model.startswith(("/", ".", "~"))
+        or model.count("/") > 1
+        or os.sep != "/"
+        and os.sep in model
+    )
+    if not looks_like_path:
+        return None
+    path = Path(model).expanduser()
+    if not path.exists():
+        return f"--model {model}: no such directory"
+    if not path.is_dir():
+        return f"--model {model}: not a directory (give the model's directory)"
+    if not (path / "config.json").exists():
+        return f"--model {model}: {path} has no config.json, so it is not a model directory"
+    return None

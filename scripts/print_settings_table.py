@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.settings import ENV_PREFIX, Settings  # noqa: E402
+from app.settings import ENV_PREFIX, Settings, flag_of  # noqa: E402
 
 
 def _default(f: dataclasses.Field) -> str:
@@ -31,7 +31,9 @@ def table() -> str:
         "|---|---|---|---|",
     ]
     for f in dataclasses.fields(Settings):
-        flag = "--" + f.name.replace("_", "-")
+        flag = flag_of(f)
+        if f.metadata.get("flag"):
+            flag += " (repeatable)"
         if str(f.type) == "bool":
             flag = f"{flag} / --no-{f.name.replace('_', '-')}"
         help_text = f.metadata["help"].replace("|", "\\|")

@@ -15,8 +15,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import redis
+
 from app.redis_embedded import RedisHandle, embedded_url, mask_url
-from app.settings import Settings, load_settings
+from app.settings import Settings, load_settings, model_path_problem
 
 log = logging.getLogger("mlx-embeddings-worker")
 
@@ -26,8 +28,15 @@ SERVER_ONLY = frozenset({
     "redis_maxmemory", "queue_threshold", "queue_pixel_budget", "job_ttl", "job_chunk_size",
     "local_worker", "orphan_timeout", "allowed_media_domains", "allow_private_media",
     "allowed_local_media_path", "media_connect_timeout", "media_timeout", "media_max_bytes",
-    "max_image_pixels", "pdf_dpi", "max_pdf_pages",
+    "max_image_pixels", "pdf_dpi", "max_pdf_pages", "access_log", "api_keys", "api_key_file",
+    "allow_unauthenticated", "public_health", "metrics_key", "interactive_max_items",
+    "interactive_max_tokens", "token_ids", "busy_bulk_batch_size", "max_queue",
 })  # fmt: skip
+DESCRIPTION = (
+    "Worker of mlx-embeddings-server: loads the model once and computes the chunks of the "
+    "server's jobs from its Redis queue. Every flag can also be set as an environment variable "
+    "MLX_EMB_<FLAG_NAME>; give the server's model, dtype and prompt settings."
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace]:
@@ -39,7 +48,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
     if ours.queue:
         rest = [*rest, "--queue-name", ours.queue]
     only = [f.name for f in dataclasses.fields(Settings) if f.name not in SERVER_ONLY]
-    settings = load_settings(rest, prog="mlx-embeddings-worker", only=only, parents=[extra])
+    settings = load_settings(
+        rest, prog="mlx-embeddings-worker", only=only, parents=[extra], description=DESCRIPTION
+    )
     return settings, ours
 
 
@@ -69,6 +80,9 @@ def run_worker(
     )  # fmt: skip
     try:
         return worker.work(burst=burst, logging_level=settings.log_level.upper())
+    except redis.exceptions.ConnectionError as exc:  # stopped while Redis was away
+        log.warning("worker %s stopped; Redis is unreachable (%s)", worker.name, exc)
+        return False
     finally:
         worker.context.close()
 
@@ -78,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    problem = model_path_problem(settings.model)
+    if problem:
+        log.error("%s", problem)
+        return 2
     url = redis_url_for(settings)
     from app.blas import preload_openblas
 
@@ -86,7 +104,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     engine = load_engine(settings)
     try:
-        engine.wait_ready()
+        try:
+            engine.wait_ready()
+        except RuntimeError:
+            err = engine.load_error
+            log.error(
+                "cannot serve %s: the model failed to load: %s: %s (--log-level debug shows "
+                "the traceback)", settings.model, type(err).__name__, err,
+            )  # fmt: skip
+            return 1
         run_worker(settings, engine, redis_url=url, burst=extra.burst, name=extra.name)
     finally:
         engine.close()

@@ -72,6 +72,7 @@ def load_engine(settings: Settings, *, start: bool = True) -> Engine:
         max_queue=settings.max_queue,
         max_bulk_queue=settings.max_bulk_queue,
         max_batch_tokens=settings.max_batch_tokens,
+        busy_bulk_batch_size=settings.busy_bulk_batch_size or None,
         release_memory=release_memory,
     )
     return engine.start() if start else engine

@@ -73,7 +73,10 @@ def bound_mlx_cache(limit_mb: int) -> None:
 
 
 def release_mlx_cache() -> None:
+    from app.memory import trim
+
     mx.clear_cache()
+    trim()
 
 
 def is_cpu() -> bool:

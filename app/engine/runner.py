@@ -1,19 +1,12 @@
-"""The one MLX thread and the scheduler in front of it.
+"""The one MLX thread and the submission API in front of it.
 
-Requests hand in lists of prepared items, each in a **lane**: ``interactive`` (queries, a page
-or two: someone is waiting) or ``bulk`` (job chunks, big requests). The MLX thread always takes
-interactive work first, but never more than ``interactive_burst`` interactive batches in a row
-while bulk work waits, so bulk keeps moving. Bulk requests are served round-robin by owner (a
-request or a job), so one huge request cannot hold every other bulk caller; a bulk request's
-items are taken shortest first, so a batch holds items of similar length (less padding).
-
-A batch holds at most ``max_batch_size`` items and ``max_batch_tokens`` padded tokens (items x
-longest item), so a query waits at most one bounded batch; an item over the budget is a batch of
-its own. The thread waits up to ``max_wait_ms`` for a batch to fill only while more interactive
-items are known to be on their way (announced with ``incoming``): a lone request never waits.
-Requests whose caller went away are dropped before compute. If a batch fails, each request in
-it is retried alone, so only the offending request fails. Each lane has its own bound
-(``max_queue``, ``max_bulk_queue``): a full bulk lane never refuses a query.
+Requests hand in lists of prepared items, each in a lane (:mod:`app.engine.scheduler` decides
+what runs next). The thread waits up to ``max_wait_ms`` for a batch to fill only while more
+interactive items are known to be on their way (announced with ``incoming``): a lone request
+never waits. Requests whose caller went away are dropped before compute. If a batch fails, each
+request in it is retried alone, so only the offending request fails. Each lane has its own
+bound (``max_queue``, ``max_bulk_queue``): a full bulk lane never refuses a query. When the
+queues run dry, ``release_memory`` gives the framework's cached buffers back.
 """
 
 from __future__ import annotations
@@ -26,43 +19,26 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from app.engine.base import Adapter, Embedding, EngineInput, ModelInfo, Prepared
+from app.engine.scheduler import (
+    BULK,
+    INTERACTIVE,
+    LANES,
+    Batch,
+    Request,
+    Scheduler,
+    padded_tokens,
+)
 from app.errors import ApiError, InternalError, ModelNotReady, Overloaded
 
 log = logging.getLogger(__name__)
 
 
-INTERACTIVE, BULK = "interactive", "bulk"
-LANES = (INTERACTIVE, BULK)
-
-
 @dataclass
 class Announcement:
     n: int
-
-
-@dataclass
-class _Request:
-    items: list[Prepared]
-    future: Future
-    lane: str
-    owner: object
-    order: list[int]  # the order its items are taken in
-    results: list[Embedding | None] = field(default_factory=list)
-    next_item: int = 0  # position in ``order``
-    remaining: int = 0
-    abandoned: bool = False
-    started: bool = False
-
-    @property
-    def pending(self) -> int:
-        return len(self.items) - self.next_item
-
-
-def padded_tokens(n_items: int, longest: int) -> int:
-    return n_items * max(1, longest)
 
 
 class Engine:
@@ -76,14 +52,18 @@ class Engine:
         max_bulk_queue: int = 65536,
         max_batch_tokens: int = 16384,
         interactive_burst: int = 4,
+        busy_bulk_batch_size: int | None = None,
         release_memory: Callable[[], None] | None = None,
     ) -> None:
         self._load_adapter = load_adapter
-        self.max_batch_size = max(1, max_batch_size)
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
         self.max_queue = {INTERACTIVE: max_queue, BULK: max_bulk_queue}
-        self.max_batch_tokens = max(1, max_batch_tokens)
-        self.interactive_burst = max(1, interactive_burst)
+        self._sched = Scheduler(
+            max_batch_size=max_batch_size,
+            max_batch_tokens=max_batch_tokens,
+            interactive_burst=interactive_burst,
+            busy_bulk_batch_size=busy_bulk_batch_size,
+        )
         self._release_memory = release_memory
         self.adapter: Adapter | None = None
         self.load_error: BaseException | None = None
@@ -92,14 +72,11 @@ class Engine:
         self.real_tokens = 0  # tokens of the items computed
         self.padded_tokens = 0  # tokens the batches held, padding included
         self.batches = {INTERACTIVE: 0, BULK: 0}
-        self._interactive: collections.deque[_Request] = collections.deque()
-        self._bulk: collections.OrderedDict[object, collections.deque[_Request]] = (
-            collections.OrderedDict()
-        )
+        self.load_seconds: float | None = None
+        # (lane, items, real tokens, padded tokens) after each forward pass, on the MLX thread
+        self.on_batch: Callable[[str, int, int, int], None] | None = None
         self._calls: collections.deque[tuple[Callable, Future]] = collections.deque()
-        self._queued = {INTERACTIVE: 0, BULK: 0}
         self._incoming = 0
-        self._streak = 0  # interactive batches in a row while bulk work waited
         self._dirty = False  # computed since the memory was last released
         self._cv = threading.Condition()
         self._ready = threading.Event()
@@ -131,7 +108,7 @@ class Engine:
 
     def queued(self, lane: str) -> int:
         """Items waiting in ``lane``."""
-        return self._queued[lane]
+        return self._sched.queued[lane]
 
     def close(self, timeout: float = 10.0) -> None:
         with self._cv:
@@ -193,33 +170,23 @@ class Engine:
         if lane not in LANES:
             raise ValueError(f"unknown lane {lane!r}")
         n = len(items)
-        order = list(range(n))
-        if lane == BULK:
-            order.sort(key=lambda i: items[i].n_tokens)
-        req = _Request(list(items), fut, lane, owner if owner is not None else fut, order,
-                       results=[None] * n, remaining=n)  # fmt: skip
+        req = Request.make(items, lane, owner)
         with self._cv:
             if self._stop:
                 raise Overloaded("the server is shutting down")
-            if self._queued[lane] + n > self.max_queue[lane]:
+            queued = self._sched.queued[lane]
+            if queued + n > self.max_queue[lane]:
                 raise Overloaded(
                     f"too many items waiting for the model in the {lane} lane "
-                    f"({self._queued[lane]} queued, limit {self.max_queue[lane]}); retry later",
+                    f"({queued} queued, limit {self.max_queue[lane]}); retry later",
                     headers={"Retry-After": "1"},
                 )
-            if lane == INTERACTIVE:
-                self._interactive.append(req)
-            elif req.owner in self._bulk:
-                self._bulk[req.owner].append(req)
-            else:  # a new owner goes first: the owners already served wait their turn
-                self._bulk[req.owner] = collections.deque([req])
-                self._bulk.move_to_end(req.owner, last=False)
-            self._queued[lane] += n
+            self._sched.add(req)
             if announced is not None:
                 self._incoming -= announced.n
                 announced.n = 0
             self._cv.notify_all()
-        return fut
+        return req.future
 
     async def embed(self, items: list[Prepared], *, lane: str = INTERACTIVE) -> list[Embedding]:
         return await self.wait(self.submit(items, lane=lane))
@@ -254,22 +221,19 @@ class Engine:
 
     def _abandon(self, fut: Future) -> None:
         with self._cv:
-            for req in self._all_requests():
+            for req in self._sched.requests():
                 if req.future is fut:
                     req.abandoned = True
         fut.cancel()
 
-    def _all_requests(self) -> Iterator[_Request]:
-        yield from self._interactive
-        for queue in self._bulk.values():
-            yield from queue
-
     # ---- the MLX thread --------------------------------------------------------------------
     def _run(self) -> None:
+        t0 = time.monotonic()
         try:
             self.adapter = self._load_adapter()
-        except BaseException as exc:  # reported through wait_ready / health
-            log.exception("model failed to load")
+            self.load_seconds = time.monotonic() - t0
+        except BaseException as exc:  # reported through wait_ready / health / the CLIs
+            log.debug("model failed to load", exc_info=exc)
             self.load_error = exc
             self._ready.set()
             self._stopped.set()
@@ -292,7 +256,7 @@ class Engine:
     def _release_when_idle(self) -> None:
         """Give the framework's cached buffers back once the queue has run dry."""
         with self._cv:
-            idle = self._dirty and not self._has_work() and not self._calls
+            idle = self._dirty and not self._sched.has_work() and not self._calls
             if idle:
                 self._dirty = False
         if idle and self._release_memory is not None:
@@ -301,106 +265,25 @@ class Engine:
             except Exception:
                 log.exception("releasing memory failed")
 
-    def _has_work(self) -> bool:
-        return bool(self._interactive or self._bulk)
-
-    def _take_batch(self) -> list[tuple[_Request, int]] | None:
+    def _take_batch(self) -> Batch | None:
         with self._cv:
-            while not self._has_work() and not self._calls and not self._stop:
+            while not self._sched.has_work() and not self._calls and not self._stop:
                 self._cv.wait()
             if self._stop:
                 self._fail_all(Overloaded("the server is shutting down"))
                 return None
-            take_bulk = self._bulk and (
-                not self._interactive or self._streak >= self.interactive_burst
-            )
-            if take_bulk:
-                self._streak = 0
-                batch = self._pop_bulk()
-                lane = BULK
-            else:
-                self._streak = self._streak + 1 if self._bulk else 0
-                batch = self._pop_interactive([])
+            lane, batch = self._sched.next_batch()
+            if lane == INTERACTIVE:
                 deadline = time.monotonic() + self.max_wait
-                while self._room(batch) and self._incoming > 0 and not self._stop:
+                while self._sched.room(batch) and self._incoming > 0 and not self._stop:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     self._cv.wait(left)
-                    batch = self._pop_interactive(batch)
-                lane = INTERACTIVE
+                    batch = self._sched.fill(batch)
             if batch:
                 self.batches[lane] += 1
             return batch
-
-    def _room(self, batch: list[tuple[_Request, int]]) -> bool:
-        return len(batch) < self.max_batch_size
-
-    def _fits(self, batch: list[tuple[_Request, int]], longest: int, item: Prepared) -> bool:
-        """Whether ``item`` may join ``batch`` (an empty batch takes anything)."""
-        if not batch:
-            return True
-        n = max(longest, item.n_tokens)
-        return self._room(batch) and padded_tokens(len(batch) + 1, n) <= self.max_batch_tokens
-
-    def _take_from(self, req: _Request, batch: list, longest: int) -> tuple[int, bool]:
-        """Move ``req``'s items into ``batch`` while they fit; (longest, req exhausted)."""
-        if not req.started:
-            req.started = True
-        while req.next_item < len(req.items):
-            i = req.order[req.next_item]
-            item = req.items[i]
-            if not self._fits(batch, longest, item):
-                return longest, False
-            batch.append((req, i))
-            longest = max(longest, item.n_tokens)
-            req.next_item += 1
-            self._queued[req.lane] -= 1
-        return longest, True
-
-    def _usable(self, req: _Request) -> bool:
-        """False for a request to drop (its caller went away); claims it otherwise."""
-        if req.abandoned or (not req.started and not req.future.set_running_or_notify_cancel()):
-            self._queued[req.lane] -= req.pending
-            return False
-        return True
-
-    def _pop_interactive(self, batch: list[tuple[_Request, int]]) -> list[tuple[_Request, int]]:
-        longest = max((r.items[i].n_tokens for r, i in batch), default=0)
-        while self._interactive and self._room(batch):
-            req = self._interactive[0]
-            if not self._usable(req):
-                self._interactive.popleft()
-                continue
-            longest, done = self._take_from(req, batch, longest)
-            if not done:
-                break
-            self._interactive.popleft()
-        return batch
-
-    def _pop_bulk(self) -> list[tuple[_Request, int]]:
-        """Round-robin over owners: each owner's oldest request gives what fits, then the next
-        owner may fill the rest."""
-        batch: list[tuple[_Request, int]] = []
-        longest = 0
-        for owner in list(self._bulk):
-            queue = self._bulk[owner]
-            while queue and self._room(batch):
-                req = queue[0]
-                if not self._usable(req):
-                    queue.popleft()
-                    continue
-                longest, done = self._take_from(req, batch, longest)
-                if not done:
-                    break
-                queue.popleft()
-            if queue:
-                self._bulk.move_to_end(owner)
-            else:
-                del self._bulk[owner]
-            if not self._room(batch) or (batch and queue):
-                break
-        return batch
 
     def _run_calls(self) -> None:
         while True:
@@ -414,30 +297,30 @@ class Engine:
                 fut.set_exception(exc)
 
     def _fail_all(self, exc: ApiError) -> None:
-        for req in list(self._all_requests()):
+        for req in self._sched.clear():
             if not req.future.done():
                 with contextlib.suppress(Exception):
                     if not req.started:
                         req.future.set_running_or_notify_cancel()
                     req.future.set_exception(exc)
-        self._interactive.clear()
-        self._bulk.clear()
-        self._queued = {INTERACTIVE: 0, BULK: 0}
 
-    def _run_batch(self, batch: list[tuple[_Request, int]]) -> None:
+    def _run_batch(self, batch: Batch) -> None:
+        items = [req.items[i] for req, i in batch]
         try:
-            outs = self._forward([req.items[i] for req, i in batch])
+            outs = self._forward(items)
         except Exception as exc:
             if len({id(req) for req, _ in batch}) == 1:
                 self._fail_request(batch[0][0], exc)
                 return
             # Retry each request alone, so only the offending one fails.
-            groups: dict[int, list[tuple[_Request, int]]] = {}
+            groups: dict[int, Batch] = {}
             for req, i in batch:
                 groups.setdefault(id(req), []).append((req, i))
             for group in groups.values():
                 self._run_batch(group)
             return
+        if self.on_batch is not None:
+            self._report_batch(batch[0][0].lane, items)
         for (req, i), emb in zip(batch, outs, strict=True):
             if req.future.done():
                 continue
@@ -445,6 +328,14 @@ class Engine:
             req.remaining -= 1
             if req.remaining == 0:
                 req.future.set_result(req.results)
+
+    def _report_batch(self, lane: str, items: list[Prepared]) -> None:
+        real = sum(p.n_tokens for p in items)
+        padded = padded_tokens(len(items), max(p.n_tokens for p in items))
+        try:
+            self.on_batch(lane, len(items), real, padded)  # type: ignore[misc]
+        except Exception:
+            log.exception("on_batch failed")
 
     def _forward(self, items: list[Prepared]) -> list[Embedding]:
         assert self.adapter is not None
@@ -456,16 +347,9 @@ class Engine:
         self.padded_tokens += padded_tokens(len(items), max(p.n_tokens for p in items))
         return out
 
-    def _fail_request(self, req: _Request, exc: Exception) -> None:
+    def _fail_request(self, req: Request, exc: Exception) -> None:
         with self._cv:
-            if req.lane == INTERACTIVE and req in self._interactive:
-                self._interactive.remove(req)
-                self._queued[req.lane] -= req.pending
-            elif req.lane == BULK and req in self._bulk.get(req.owner, ()):
-                self._bulk[req.owner].remove(req)
-                if not self._bulk[req.owner]:
-                    del self._bulk[req.owner]
-                self._queued[req.lane] -= req.pending
+            self._sched.remove(req)
             req.abandoned = True
         if not req.future.done():
             if not isinstance(exc, ApiError):

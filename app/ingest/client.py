@@ -13,10 +13,20 @@ import httpx
 import numpy as np
 
 DEFAULT_SERVER = "http://127.0.0.1:8888"
-START_HINT = (
-    "start one with: mlx-embeddings-server --model qnguyen3/colqwen2.5-v0.2-mlx --port 8888 "
-    "(or pass --server URL)"
-)
+
+
+def start_hint(url: str) -> str:
+    """How to start a server at ``url`` (its host and port), or point --server elsewhere."""
+    parsed = httpx.URL(url)
+    where = f"--port {parsed.port or (443 if parsed.scheme == 'https' else 80)}"
+    if parsed.host not in ("127.0.0.1", "localhost", "::1", ""):
+        where = f"--host {parsed.host} {where} --api-key KEY"
+    return (
+        f"start one with: mlx-embeddings-server --model qnguyen3/colqwen2.5-v0.2-mlx {where} "
+        "(or pass --server URL)"
+    )
+
+
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -139,10 +149,15 @@ class EmbeddingsClient:
             resp = self.http.request(method, path, **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise ServerUnreachable(
-                f"cannot reach the embeddings server at {self.url} ({exc}); {START_HINT}"
+                f"cannot reach the embeddings server at {self.url} ({exc}); {start_hint(self.url)}"
             ) from None
         except httpx.TimeoutException as exc:
             raise ServerError(f"{method} {self.url}{path} timed out ({exc})") from None
+        if resp.status_code == 401:
+            raise ServerError(
+                f"{method} {path}: {error_message(resp)}; give the server's key with --api-key",
+                401,
+            )
         if resp.status_code >= 400:
             raise ServerError(f"{method} {path}: {error_message(resp)}", resp.status_code)
         return resp

@@ -1,5 +1,5 @@
-"""A job's chunks as RQ jobs: one RQ ``Group`` per job, one retry policy, and the function a
-worker runs for a chunk (the embed pipeline over its items).
+"""A job's chunks as RQ jobs: one RQ ``Group`` per job, one queue per model setup, one retry
+policy (the chunk function itself is :func:`app.jobs.worker.embed_chunk`).
 
 Faults are RQ's: an exception is retried (``Retry(max=CHUNK_RETRIES)``), and so is a chunk
 whose worker died (its execution expires from the ``StartedJobRegistry`` after the worker's
@@ -9,6 +9,7 @@ lease, and RQ's registry cleanup retries it). When the retries are spent, :func:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -79,6 +80,8 @@ def chunk_failed(job: Job, connection: redis.Redis, exc_type: Any, exc: Any, tb:
         reason = "its worker stopped responding"
     attempt = 1 + CHUNK_RETRIES - (job.retries_left or 0)
     if job.retries_left:
+        with contextlib.suppress(Exception):
+            connection.hincrby(store.STATS_KEY, "chunk_retries", 1)
         log.warning("job %s %s: attempt %d failed (%s); retrying", job_id, what, attempt, reason)
         return
     store.fail(

@@ -1,6 +1,8 @@
 """What the server does with jobs: submit a request's items, read status and results, wait,
-cancel, delete. Reads use ``redis.asyncio``; writes that go through RQ (a synchronous library)
-run in a thread.
+cancel, delete. A job belongs to the ``owner`` that submitted it: the reads and the cancel of
+another owner get the same JobNotFound as an unknown id (``owner=None``: no check, for the
+server's own synchronous jobs). Reads use ``redis.asyncio``; writes that go through RQ (a
+synchronous library) run in a thread.
 
 Request-level assembly stays here: ordered output, progress, a pubsub wait, and the one check
 RQ cannot make: a job whose chunks no live worker serves fails after ``--orphan-timeout`` with
@@ -90,7 +92,9 @@ class JobClient:
             return await asyncio.to_thread(self.workers) > 0
 
     # ---- API -------------------------------------------------------------------------------
-    async def submit(self, items: Sequence[JobItem], meta: dict[str, Any]) -> JobStatus:
+    async def submit(
+        self, items: Sequence[JobItem], meta: dict[str, Any], *, owner: str = ""
+    ) -> JobStatus:
         job_id = store.JOB_ID_PREFIX + secrets.token_urlsafe(24)
         s = self.settings
         options = {"truncate": bool(meta.get("truncate")), "cache_read": meta.get("cache_read")}
@@ -98,7 +102,7 @@ class JobClient:
         def write() -> None:
             store.sweep(self.sync)
             store.create(self.sync, job_id, total=len(items), model=s.model_name,
-                         queue=self.queue, ttl=s.job_ttl, meta=meta)  # fmt: skip
+                         queue=self.queue, ttl=s.job_ttl, meta=meta, owner=owner)  # fmt: skip
             try:
                 chunks.enqueue(self.sync, job_id, items, queue=self.queue,
                                chunk_size=s.job_chunk_size, timeout=s.job_timeout,
@@ -111,9 +115,11 @@ class JobClient:
             await asyncio.to_thread(write)
         return await self.status(job_id)
 
-    async def status(self, job_id: str) -> JobStatus:
+    async def status(self, job_id: str, owner: str | None = None) -> JobStatus:
         with queue_errors():
             st = await self._read(job_id)
+        if st is not None and owner is not None and st.owner != owner:
+            st = None  # another key's job: not confirmed to exist
         if st is not None and st.expires_at is not None and st.expires_at < time.time():
             with queue_errors():
                 await asyncio.to_thread(store.delete, self.sync, job_id)
@@ -123,7 +129,7 @@ class JobClient:
         if st.status in ACTIVE and time.time() - st.progress_at > self.settings.orphan_timeout:
             with queue_errors():
                 if await asyncio.to_thread(self._fail_if_orphaned, st):
-                    return await self.status(job_id)
+                    return await self.status(job_id, owner)
         return st
 
     async def _read(self, job_id: str) -> JobStatus | None:
@@ -157,8 +163,10 @@ class JobClient:
         log.warning("job %s: %s", st.id, msg)
         return store.fail(r, st.id, store.error_body(msg))
 
-    async def result(self, job_id: str, status: JobStatus | None = None) -> list[Embedding]:
-        st = status if status is not None else await self.status(job_id)
+    async def result(
+        self, job_id: str, status: JobStatus | None = None, *, owner: str | None = None
+    ) -> list[Embedding]:
+        st = status if status is not None else await self.status(job_id, owner)
         if st.status in ACTIVE:
             raise JobNotFinished(
                 f"job {job_id} is {st.status} ({st.completed}/{st.total} items done)", "job_id"
@@ -174,8 +182,8 @@ class JobClient:
             raise JobNotFound(f"the results of job {job_id} are gone", "job_id")
         return [decode_embedding(blobs[str(i).encode()]) for i in range(st.total)]
 
-    async def cancel(self, job_id: str) -> JobStatus:
-        await self.status(job_id)
+    async def cancel(self, job_id: str, owner: str | None = None) -> JobStatus:
+        await self.status(job_id, owner)
 
         def cancel() -> None:
             if store.transition(self.sync, job_id, "cancelled"):
@@ -185,8 +193,8 @@ class JobClient:
             await asyncio.to_thread(cancel)
         return await self.status(job_id)
 
-    async def delete(self, job_id: str) -> None:
-        await self.cancel(job_id)
+    async def delete(self, job_id: str, owner: str | None = None) -> None:
+        await self.cancel(job_id, owner)
         with queue_errors():
             await asyncio.to_thread(store.delete, self.sync, job_id)
 

@@ -5,11 +5,12 @@ A job is the whole request; its chunks are RQ jobs in an RQ ``Group`` named afte
 ``volatile-lru`` eviction of the cache never touches it (:func:`sweep` deletes it
 ``--job-ttl`` after the end)::
 
-    mlxemb:job:{id}        hash   status, model, queue, created_at, started_at, finished_at,
-                                  progress_at, total, error (JSON), meta (JSON)
+    mlxemb:job:{id}        hash   status, model, queue, owner, created_at, started_at,
+                                  finished_at, progress_at, total, error (JSON), meta (JSON)
     mlxemb:job:{id}:out    hash   item index -> encoded embedding; its length is the progress
     mlxemb:job:{id}:done   pubsub channel, published on every terminal transition
     mlxemb:jobs:expiry     zset   id -> unix time its keys are deleted
+    mlxemb:stats           hash   chunk_retries (for GET /metrics)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ JOB_ID_PREFIX = "embjob_"
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 ACTIVE = frozenset({"queued", "running"})
 EXPIRY_KEY = KEY_PREFIX + "jobs:expiry"
+STATS_KEY = KEY_PREFIX + "stats"  # hash of counters the server and the workers share
 
 
 def job_key(job_id: str, part: str = "") -> str:
@@ -59,6 +61,7 @@ class JobStatus:
     expires_at: float | None = None  # once finished
     error: dict | None = None
     meta: dict = field(default_factory=dict)
+    owner: str = ""  # app.auth.Principal.owner of the key that submitted it ("" without keys)
 
     @classmethod
     def from_hash(cls, job_id: str, h: Mapping[bytes, bytes], completed: int) -> JobStatus:
@@ -76,6 +79,7 @@ class JobStatus:
             expires_at=float(finished) + int(_s(h.get(b"ttl")) or 0) if finished else None,
             error=orjson.loads(error) if error else None,
             meta=orjson.loads(meta) if meta else {},
+            owner=_s(h.get(b"owner")),
         )
 
     @property
@@ -96,14 +100,22 @@ class JobStatus:
 
 
 def create(
-    r: redis.Redis, job_id: str, *, total: int, model: str, queue: str, ttl: int, meta: Mapping
+    r: redis.Redis,
+    job_id: str,
+    *,
+    total: int,
+    model: str,
+    queue: str,
+    ttl: int,
+    meta: Mapping,
+    owner: str = "",
 ) -> None:
     now = repr(time.time())
     pipe = r.pipeline(transaction=True)
     pipe.hset(
         job_key(job_id),
         mapping={
-            "status": "queued", "model": model, "queue": queue, "created_at": now,
+            "status": "queued", "model": model, "queue": queue, "owner": owner, "created_at": now,
             "progress_at": now, "total": total, "ttl": ttl, "error": "",
             "meta": orjson.dumps(dict(meta), default=str),
         },

@@ -95,13 +95,17 @@ def embed_chunk(job_id: str, start: int, items: list[JobItem], options: dict) ->
     return "done"
 
 
-class _OnceWhileDown(logging.Filter):
-    """RQ logs "could not connect" on every retry: keep the first, until Redis is back."""
+class _QuietRQ(logging.Filter):
+    """RQ logs "could not connect" on every retry: keep the first, until Redis is back. Its
+    registry maintenance (every couple of seconds here) is logged only at debug."""
 
     down = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "could not connect to Redis" not in record.getMessage():
+        message = record.getMessage()
+        if "cleaning registries" in message or "cleaning group registries" in message:
+            return logging.getLogger("rq.worker").isEnabledFor(logging.DEBUG)
+        if "could not connect to Redis" not in message:
             return True
         first, self.down = not self.down, True
         return first
@@ -126,7 +130,7 @@ class EmbedWorker(SimpleWorker):
         self.lease = max(2, int(lease))
         self.beat_interval = beat_interval
         self.born = threading.Event()
-        self._down_filter = _OnceWhileDown()
+        self._down_filter = _QuietRQ()
         self.log.addFilter(self._down_filter)
 
     @classmethod
@@ -138,6 +142,19 @@ class EmbedWorker(SimpleWorker):
 
     def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
         return self.lease
+
+    # RQ keeps an execution in the job's ExecutionRegistry 60 s longer than the heartbeat TTL it
+    # gives the execution's own hash; with a short lease that hash expires first, and deleting
+    # the job after a retry (result_ttl=0) then fails on the dead execution ("Execution ... not
+    # found in Redis"). The hash outlives the registry entry here.
+    def prepare_execution(self, job: Any) -> Any:
+        execution = super().prepare_execution(job)
+        self.connection.expire(execution.key, self.lease + 120)
+        return execution
+
+    def maintain_heartbeats(self, job: Any, execution: Any) -> None:
+        super().maintain_heartbeats(job, execution)
+        self.connection.expire(execution.key, self.lease + 120)
 
     def register_birth(self) -> None:
         super().register_birth()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sanic import Sanic
 
-from app.routes import embeddings, health, jobs, models, scoring
+from app.routes import embeddings, health, jobs, metrics, models, scoring
 
 
 def register_routes(app: Sanic) -> None:
@@ -12,6 +12,7 @@ def register_routes(app: Sanic) -> None:
     jobs.register(app)
     models.register(app)
     health.register(app)
+    metrics.register(app)
     scoring.register(app)
 
 

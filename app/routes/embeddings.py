@@ -14,6 +14,7 @@ async def create_embeddings(request: Request) -> HTTPResponse:
     req = parse_embedding_request(read_json(request))
     service: EmbeddingService = request.app.ctx.service
     result = await service.embed(req, cache_control=request.headers.get("cache-control"))
+    request.ctx.result = result  # for the access log and the metrics
     headers = {"X-Cache": result.cache}
     if result.lane is not None:
         headers["X-Lane"] = result.lane

@@ -1,4 +1,4 @@
-"""GET /health: 503 while the model loads or after it failed to load, then 200.
+"""GET (and HEAD) /health: 503 while the model loads or after it failed to load, then 200.
 
 Other parts (Redis, workers) add fields through ``app.ctx.health_probes``: async callables
 returning ``(ok, fields)``; a probe that is not ok turns the answer into 503."""
@@ -34,4 +34,4 @@ async def health(request: Request) -> HTTPResponse:
 
 
 def register(app: Sanic) -> None:
-    app.add_route(health, "/health", methods=["GET"], name="health")
+    app.add_route(health, "/health", methods=["GET", "HEAD"], name="health")

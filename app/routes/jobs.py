@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from sanic import HTTPResponse, Request, Sanic
 
+from app.auth import owner_of
 from app.protocol import parse_embedding_request
 from app.routes.request_body import read_json
 from app.routes.responses import embeddings_response, json_response
@@ -16,21 +17,25 @@ from app.service import EmbeddingService
 async def submit_job(request: Request) -> HTTPResponse:
     req = parse_embedding_request(read_json(request))
     service: EmbeddingService = request.app.ctx.service
-    job = await service.submit_job(req, cache_control=request.headers.get("cache-control"))
+    job = await service.submit_job(
+        req, cache_control=request.headers.get("cache-control"), owner=owner_of(request)
+    )
     return json_response(job, status=202, headers={"Location": f"/v1/embeddings/jobs/{job['id']}"})
 
 
 async def job_status(request: Request, job_id: str) -> HTTPResponse:
-    return json_response(await request.app.ctx.service.job_status(job_id))
+    return json_response(await request.app.ctx.service.job_status(job_id, owner_of(request)))
 
 
 async def job_result(request: Request, job_id: str) -> HTTPResponse:
-    result = await request.app.ctx.service.job_result(job_id, request.args.get("encoding_format"))
+    service: EmbeddingService = request.app.ctx.service
+    fmt = request.args.get("encoding_format")
+    result = await service.job_result(job_id, fmt, owner_of(request))
     return await embeddings_response(request, result.body, result.n_floats)
 
 
 async def cancel_job(request: Request, job_id: str) -> HTTPResponse:
-    return json_response(await request.app.ctx.service.cancel_job(job_id))
+    return json_response(await request.app.ctx.service.cancel_job(job_id, owner_of(request)))
 
 
 def register(app: Sanic) -> None:

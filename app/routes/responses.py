@@ -8,6 +8,7 @@ from typing import Any
 from sanic import HTTPResponse, Request
 
 from app.encoding import dumps
+from app.memory import trim
 
 # Responses holding more floats than this are serialised off the event loop ...
 INLINE_SERIALISE_FLOATS = 200_000
@@ -31,9 +32,13 @@ async def embeddings_response(
     """An embeddings body; a big one is serialised off the event loop, a huge one streamed."""
     if n_floats <= INLINE_SERIALISE_FLOATS:
         return json_response(body, headers=headers)
+    # once sent, its buffers are freed: give them back to the OS
+    asyncio.get_running_loop().call_later(1.0, trim)
     if n_floats <= STREAM_FLOATS:
         payload = await asyncio.to_thread(dumps, body)
-        return HTTPResponse(payload, content_type="application/json", headers=headers)
+        response = HTTPResponse(payload, content_type="application/json", headers=headers)
+        del payload, body
+        return response
     data: list = body["data"]
     rest = {k: v for k, v in body.items() if k != "data"}
     response = await request.respond(content_type="application/json", headers=headers)

@@ -17,7 +17,8 @@ def _scoring(request: Request) -> ScoringService:
     return scoring
 
 
-def _response(result: ScoringResult) -> HTTPResponse:
+def _response(request: Request, result: ScoringResult) -> HTTPResponse:
+    request.ctx.result = result  # for the access log and the metrics
     headers = {"X-Cache": result.cache}
     if result.timings:
         headers["Server-Timing"] = ", ".join(
@@ -31,13 +32,13 @@ def _response(result: ScoringResult) -> HTTPResponse:
 async def rerank(request: Request) -> HTTPResponse:
     req = parse_model(RerankRequest, read_json(request))
     cache_control = request.headers.get("cache-control")
-    return _response(await _scoring(request).rerank(req, cache_control=cache_control))
+    return _response(request, await _scoring(request).rerank(req, cache_control=cache_control))
 
 
 async def score(request: Request) -> HTTPResponse:
     req = parse_model(ScoreRequest, read_json(request))
     cache_control = request.headers.get("cache-control")
-    return _response(await _scoring(request).score(req, cache_control=cache_control))
+    return _response(request, await _scoring(request).score(req, cache_control=cache_control))
 
 
 def register(app: Sanic) -> None:

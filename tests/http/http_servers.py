@@ -162,3 +162,18 @@ def serve(
     app = create_app(settings, engine, resolver=resolver, backends=backends)
     thread = ServerThread(app).start()
     return Served(thread.url, settings, engine, adapter, app), thread
+
+
+def serve_real_model(path: str, name: str, **overrides: Any):
+    """A real MLX model (tiny models, MiniLM) behind a test server: a generator for module
+    fixtures (``yield from serve_real_model(...)``)."""
+    from app.engine import load_engine
+
+    settings = dataclasses.replace(MV_SETTINGS, model=path, served_model_name=name, max_inputs=64,
+                                   max_tokens_per_request=100_000, **overrides)  # fmt: skip
+    engine = load_engine(settings)
+    engine.wait_ready(120)
+    served, thread = serve(settings, None, engine=engine)  # type: ignore[arg-type]
+    yield served
+    thread.stop()
+    engine.close()

@@ -67,6 +67,17 @@ def test_repeat_is_a_cache_hit_with_identical_vectors_and_no_forward(cached_serv
     assert second.json()["usage"] == first.json()["usage"]
 
 
+def test_a_request_repeating_an_input_computes_it_once(cached_server) -> None:
+    served, adapter, _ = cached_server
+    before = len(adapter.seen)
+    r = post(served, {"model": MV_MODEL, "input": ["same words", "other", "same words"]})
+    assert r.status_code == 200 and r.headers["x-cache"] == "miss", r.text
+    assert adapter.seen[before:] == ["tok:same", "tok:words", "tok:other"]
+    data = r.json()["data"]
+    assert data[0]["embedding"] == data[2]["embedding"] and [d["index"] for d in data] == [0, 1, 2]
+    assert r.json()["usage"]["prompt_tokens"] == 5  # every input counts
+
+
 def test_partial_hit_computes_only_the_misses(cached_server) -> None:
     served, adapter, _ = cached_server
     words = [f"w{i} x{i}" for i in range(8)]

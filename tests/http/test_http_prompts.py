@@ -11,9 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from http_servers import MV_SETTINGS, Served, serve
-
-from app.engine import load_engine
+from http_servers import Served, serve_real_model
 
 GOLDENS = Path(__file__).resolve().parents[1] / "goldens"
 INDEX = json.loads((GOLDENS / "text_families_reference.json").read_text())
@@ -25,21 +23,7 @@ NAME = "tiny/modernbert"
 
 @pytest.fixture(scope="module")
 def server(tiny_models_dir: Path) -> Iterator[Served]:
-    import dataclasses
-
-    settings = dataclasses.replace(
-        MV_SETTINGS,
-        model=str(tiny_models_dir / FAMILY["model_dir"]),
-        served_model_name=NAME,
-        max_inputs=64,
-        max_tokens_per_request=100_000,
-    )
-    engine = load_engine(settings)
-    engine.wait_ready(120)
-    served, thread = serve(settings, None, engine=engine)  # type: ignore[arg-type]
-    yield served
-    thread.stop()
-    engine.close()
+    yield from serve_real_model(str(tiny_models_dir / FAMILY["model_dir"]), NAME)
 
 
 def _vectors(resp) -> np.ndarray:

@@ -4,7 +4,6 @@ one request equal transformers' SiglipModel; the model card tells the image size
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from http_servers import MV_SETTINGS, Served, serve
-
-from app.engine import load_engine
+from http_servers import Served, serve_real_model
 
 GOLDENS = Path(__file__).resolve().parents[1] / "goldens"
 INDEX = json.loads((GOLDENS / "siglip_reference.json").read_text())
@@ -24,20 +21,7 @@ NAME = "tiny/siglip"
 
 @pytest.fixture(scope="module")
 def server(tiny_models_dir: Path) -> Iterator[Served]:
-    settings = dataclasses.replace(
-        MV_SETTINGS,
-        model=str(tiny_models_dir / INDEX["model_dir"]),
-        served_model_name=NAME,
-        max_inputs=64,
-        max_tokens_per_request=100_000,
-        queue_threshold=64,
-    )
-    engine = load_engine(settings)
-    engine.wait_ready(120)
-    served, thread = serve(settings, None, engine=engine)  # type: ignore[arg-type]
-    yield served
-    thread.stop()
-    engine.close()
+    yield from serve_real_model(str(tiny_models_dir / INDEX["model_dir"]), NAME, queue_threshold=64)
 
 
 def _data_uri(name: str) -> str:

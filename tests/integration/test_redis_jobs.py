@@ -19,7 +19,7 @@ import pytest
 from fake_adapter import FakeAdapter
 from PIL import Image
 from rq import Queue
-from rq.registry import StartedJobRegistry
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from app.cache import CachePolicy, EmbeddingCache
 from app.engine.base import ImageInput, TextInput
@@ -175,6 +175,8 @@ def test_worker_killed_mid_chunk_is_replaced_by_another_within_15_s(
     result = asyncio.run(jobs.wait(st.id, timeout=60))
     took = time.monotonic() - start
     assert len(result) == 4 and took < 16, took
+    time.sleep(1.0)  # the retried chunk's RQ bookkeeping ends cleanly: it is not failed
+    assert FailedJobRegistry(jobs.queue, connection=jobs.sync).count == 0
 
 
 def test_all_workers_killed_then_one_started_finishes_the_job(
@@ -195,6 +197,8 @@ def test_all_workers_killed_then_one_started_finishes_the_job(
     spawn_worker(redis_handle.url, delay=0.0, lease=3, name="late")
     result = asyncio.run(jobs.wait(st.id, timeout=60))
     assert len(result) == 8
+    time.sleep(1.0)
+    assert FailedJobRegistry(jobs.queue, connection=jobs.sync).count == 0
 
 
 def test_the_same_chunk_killed_three_times_fails_the_job_clearly(
@@ -317,3 +321,16 @@ def test_worker_logs_a_redis_outage_once_and_its_end(redis_factory, spawn_worker
     log = worker.communicate(timeout=10)[1]
     assert log.count("could not connect to Redis") == 1, log
     assert "Redis is reachable again" in log, log
+
+
+def test_a_worker_stopped_while_redis_is_down_exits_cleanly(redis_factory, spawn_worker,
+                                                            workers_up):  # fmt: skip
+    handle = redis_factory()
+    worker = spawn_worker(handle.url, stderr=subprocess.PIPE, text=True)
+    workers_up(handle, 1)
+    handle.stop()
+    time.sleep(1.5)
+    worker.send_signal(signal.SIGINT)
+    _, err = worker.communicate(timeout=20)
+    assert worker.returncode == 0, err
+    assert "Traceback" not in err, err

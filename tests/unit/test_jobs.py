@@ -196,6 +196,32 @@ def test_unknown_ids_are_404(handle, engine):
     asyncio.run(go())
 
 
+def test_a_job_is_404_to_another_owner_and_untouched_by_it(handle, engine, worker):
+    async def go():
+        jobs = _client(handle, engine)
+        st = await jobs.submit(_items([TextInput(f"t{i}") for i in range(6)]), {}, owner="A")
+        assert handle.sync_client().hget(store.job_key(st.id), "owner") == b"A"
+        for call in (
+            lambda: jobs.status(st.id, "B"),
+            lambda: jobs.result(st.id, owner="B"),
+            lambda: jobs.cancel(st.id, "B"),
+            lambda: jobs.delete(st.id, "B"),
+            lambda: jobs.status(st.id, ""),  # the anonymous owner is another owner too
+        ):
+            with pytest.raises(JobNotFound) as info:
+                await call()
+            assert "unknown, deleted or expired" in info.value.message  # same as an unknown id
+        await jobs.wait(st.id, timeout=10)
+        st = await jobs.status(st.id, "A")
+        assert st.status == "succeeded" and st.owner == "A"  # B's DELETE did not cancel it
+        assert len(await jobs.result(st.id, owner="A")) == 6
+        await jobs.delete(st.id, "A")
+        with pytest.raises(JobNotFound):
+            await jobs.status(st.id, "A")
+
+    asyncio.run(go())
+
+
 def test_unreachable_redis_is_503_with_retry_after(engine):
     dead = RedisHandle(kind="external", url="redis://127.0.0.1:1/0")
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from app.engine.base import Embedding, ModelInfo, Prepared
-from app.engine.runner import BULK, INTERACTIVE, Engine, padded_tokens
+from app.engine.runner import Engine
+from app.engine.scheduler import BULK, INTERACTIVE, padded_tokens
 from app.errors import Overloaded
 
 
@@ -94,13 +95,30 @@ def test_bulk_keeps_moving_while_queries_stream_in() -> None:
             t.join(5)
         engine.close()
     lanes = ["bulk" if any(x.startswith("b") for x in b) else "q" for b in adapter.batches]
-    assert lanes.count("bulk") == 10
+    bulk_batches = [b for b, lane in zip(adapter.batches, lanes, strict=True) if lane == "bulk"]
+    assert sum(len(b) for b in bulk_batches) == 40
+    # while queries keep coming, bulk batches are cut to a quarter (here: 1 item)
+    assert max(len(b) for b in bulk_batches[1:]) == 1
     last_bulk = max(k for k, lane in enumerate(lanes) if lane == "bulk")
     run = 0
     for lane in lanes[:last_bulk]:  # while bulk waited: never more than the burst in a row
         run = run + 1 if lane == "q" else 0
         assert run <= 3, lanes
     assert lanes.count("q") > 0
+
+
+def test_bulk_batches_are_full_again_once_the_queries_stop() -> None:
+    adapter = TokenAdapter()
+    engine = _engine(adapter, max_batch_size=8, busy_bulk_batch_size=2)
+    try:
+        engine.embed_blocking(_items("q", [3]), lane=INTERACTIVE)
+        engine.embed_blocking(_items("b", [3] * 8), lane=BULK)  # a query 0 s ago: busy
+        assert [len(b) for b in adapter.batches[1:]] == [2, 2, 2, 2]
+        engine._sched.busy_window = 0.0  # the queries stopped
+        engine.embed_blocking(_items("c", [3] * 8), lane=BULK)
+        assert len(adapter.batches[-1]) == 8
+    finally:
+        engine.close()
 
 
 def test_batches_respect_the_token_budget_and_a_huge_input_runs_alone() -> None:

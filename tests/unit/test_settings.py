@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import ENV_PREFIX, Settings, build_parser, load_settings
+from app.settings import (
+    ENV_PREFIX,
+    Settings,
+    build_parser,
+    flag_of,
+    load_settings,
+    model_path_problem,
+)
 
 
 def test_defaults_with_only_model() -> None:
@@ -82,5 +89,28 @@ def test_every_field_has_a_flag_with_help_naming_its_env_var() -> None:
     parser = build_parser()
     text = parser.format_help()
     for f in dataclasses.fields(Settings):
-        assert "--" + f.name.replace("_", "-") in text
+        assert flag_of(f) in text
         assert ENV_PREFIX + f.name.upper() in text
+
+
+def test_api_key_repeats_and_env_is_a_comma_list() -> None:
+    s = load_settings(["--model", "m", "--api-key", "k1", "--api-key", "k2,k3"], env={})
+    assert s.api_keys == ("k1", "k2", "k3")
+    s = load_settings(["--model", "m"], env={f"{ENV_PREFIX}API_KEYS": "a, b"})
+    assert s.api_keys == ("a", "b")
+    s = load_settings(["--model", "m", "--api-key", "c"], env={f"{ENV_PREFIX}API_KEYS": "a"})
+    assert s.api_keys == ("c",)  # the flag wins, as everywhere
+    assert "k1" not in repr(load_settings(["--model", "m", "--api-key", "k1"], env={}))
+    assert s.public_health is True and s.allow_unauthenticated is False
+
+
+def test_a_model_path_that_does_not_exist_is_named_not_sent_to_the_hub(tmp_path: Path) -> None:
+    assert model_path_problem("org/name") is None  # a hub id: the hub decides
+    assert (
+        model_path_problem(str(tmp_path / "nope"))
+        == f"--model {tmp_path / 'nope'}: no such directory"
+    )
+    assert "no such directory" in (model_path_problem("./nope/x") or "")
+    assert "no config.json" in (model_path_problem(str(tmp_path)) or "")
+    (tmp_path / "config.json").write_text("{}")
+    assert model_path_problem(str(tmp_path)) is None

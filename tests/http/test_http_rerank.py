@@ -266,3 +266,15 @@ def test_pooling_on_a_pooled_model_is_400(pooled_server: Served) -> None:
 def test_unknown_model_is_404(mv_server: Served) -> None:
     r = post(mv_server, "/v1/rerank", {"model": "nope", "query": "q", "documents": ["a"]})
     assert r.status_code == 404 and r.json()["error"]["param"] == "model"
+
+
+def test_pooling_a_repeated_input(cached_server: Served) -> None:
+    image = _image(41)
+    body = {"model": cached_server.model, "input": [image, "t u v w", image],
+            "pooling": {"method": "hierarchical", "pool_factor": 2}}  # fmt: skip
+    r = post(cached_server, "/v1/embeddings", body)
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert len(data) == 3 and data[0]["embedding"] == data[2]["embedding"]
+    again = post(cached_server, "/v1/embeddings", body)
+    assert again.headers["x-cache"] == "hit" and again.json()["data"] == data

@@ -111,6 +111,11 @@ class Settings:
         "and without it, /metrics is open like the rest.",
         repr=False,
     )
+    cpu_kernels: str = _opt(
+        "CPU only: 'auto' runs GELU / SiLU / softmax / attention through fast exact kernels "
+        "(needs g++ for mx.compile; without it MLX's own ops are kept), 'off' keeps MLX's own.",
+        default="auto",
+    )
     # --- request limits ---
     max_inputs: int = _opt("Most inputs in one request (OpenAI: 2048).", default=2048)
     max_tokens_per_input: int = _opt("Most tokens in one input (OpenAI: 8192).", default=8192)
@@ -311,6 +316,8 @@ def load_settings(
         parser.error(f"--dtype must be auto, float32, bfloat16 or float16, not {settings.dtype!r}")
     if settings.token_ids not in ("model", "tiktoken", "reject"):
         parser.error(f"--token-ids must be model, tiktoken or reject, not {settings.token_ids!r}")
+    if settings.cpu_kernels not in ("auto", "off"):
+        parser.error(f"--cpu-kernels must be auto or off, not {settings.cpu_kernels!r}")
     return settings
 
 

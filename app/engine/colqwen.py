@@ -17,9 +17,11 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
+from PIL import Image
 
 from app.engine.base import Embedding, EngineInput, ImageInput, ModelInfo, Prepared, TextInput
 from app.engine.colqwen_processor import ColQwenPayload, ColQwenProcessor
+from app.engine.cpu_patch import install_cpu_kernels, warm_up
 from app.engine.loading import apply_dtype, dtype_name, load_mlx_model, weights_fingerprint
 from app.errors import MediaError, UnsupportedInput
 from app.settings import Settings
@@ -31,6 +33,7 @@ class ColQwenAdapter:
     def __init__(self, path: Path, settings: Settings) -> None:
         self.model = load_mlx_model(path)
         self.dtype = apply_dtype(self.model, settings.dtype)
+        self.cpu_kernels = install_cpu_kernels(self.model, settings.cpu_kernels)
         vlm = self.model.vlm
         self.lm = vlm.language_model
         self.vision = vlm.vision_tower
@@ -78,6 +81,8 @@ class ColQwenAdapter:
                 "default_prompt_name": "query",
             },
         )
+        if self.cpu_kernels.startswith("on"):
+            warm_up(self, [TextInput("warm up"), ImageInput(Image.new("RGB", (56, 56)))])
 
     # ---- any thread: validate + preprocess -----------------------------------------------------
     def prepare(self, item: EngineInput, *, truncate: bool = False) -> Prepared:

@@ -26,6 +26,7 @@ from app.engine.base import (
     TextInput,
     TokenInput,
 )
+from app.engine.cpu_patch import install_cpu_kernels, warm_up
 from app.engine.families import text_family
 from app.engine.loading import apply_dtype, dtype_name, load_mlx_model, weights_fingerprint
 from app.engine.prompts import read_st_prompts
@@ -121,6 +122,7 @@ class PooledTextAdapter:
         for fix in self.fixes:
             log.info("%s: fixed mlx-embeddings' forward: %s", family.name, fix)
         self.dtype = apply_dtype(self.model, settings.dtype)
+        self.cpu_kernels = install_cpu_kernels(self.model, settings.cpu_kernels)
         dense_configs = read_st_dense(path)
         self.dense = family.dense(self.model)
         if len(self.dense) != len(dense_configs):
@@ -174,6 +176,8 @@ class PooledTextAdapter:
                 "fixes": list(self.fixes),
             },
         )
+        if self.cpu_kernels.startswith("on"):
+            warm_up(self, [TextInput("warm up")])
 
     def _prompt(self, name: str | None) -> tuple[str, list[int]]:
         if name is None:

@@ -67,7 +67,10 @@ def _running_on(handle, queue: str) -> list[str]:
     from rq.job import Job
 
     r = handle.sync_client()
-    ids = StartedJobRegistry(queue, connection=r).get_job_ids()
+    # a raw read: RQ's get_job_ids() would run an (unlocked) registry cleanup from this process
+    # beside the workers' own, and two cleanups can retry one abandoned chunk twice
+    entries = r.zrange(StartedJobRegistry(queue, connection=r).key, 0, -1)
+    ids = [e.decode().split(":")[0] for e in entries]
     return [j.worker_name for j in Job.fetch_many(ids, connection=r) if j is not None]
 
 

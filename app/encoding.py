@@ -5,6 +5,21 @@
   ``n_tokens * dim`` floats, with ``"shape": [n_tokens, dim]`` alongside. The official ``openai``
   client asks for base64 by default and decodes it into one flat list.
 
+``embedding_type`` (Cohere's names) chooses the numbers before that encoding:
+
+* ``float`` (float32), ``float16``;
+* ``int8``: ``round(x * 127)`` clipped to [-127, 127]; the vectors of every model here are unit
+  length, so each component is in [-1, 1] and the rule needs no calibration. Divide by 127 to
+  get floats back (dot products scale by 127², rankings are unchanged);
+* ``uint8``: the int8 value + 128 (1..255);
+* ``ubinary``: one bit per dimension, 1 where ``x > 0``, packed 8 to a byte, most significant
+  bit first (``numpy.packbits``); ``binary``: the same bytes as int8 (``ubinary - 128``, as
+  sentence-transformers' ``quantize_embeddings``). Each vector is ``ceil(dim / 8)`` bytes.
+
+With ``base64`` the item is the raw little-endian bytes of that type; with ``float`` a JSON
+array of its numbers. A multi-vector item's ``shape`` is the shape of what is encoded
+(``[n_tokens, ceil(dim / 8)]`` for the binary types).
+
 JSON is written with orjson, which serialises float32 numpy arrays directly (and prints each
 float32 with its shortest round-tripping repr).
 """
@@ -77,11 +92,67 @@ def decode_base64(text: str, shape: list[int] | tuple[int, ...] | None = None) -
     return arr.reshape(shape) if shape is not None else arr
 
 
-def encode_vectors(vectors: np.ndarray, encoding_format: str) -> np.ndarray | str:
+EMBEDDING_TYPES = ("float", "float16", "int8", "uint8", "binary", "ubinary")
+_WIRE_DTYPES = {"float": "<f4", "float16": "<f2", "int8": "i1", "uint8": "u1",
+                "binary": "i1", "ubinary": "u1"}  # fmt: skip
+# 2-D extras that are vectors too (app.pooling's rows_cols): encoded like the embedding.
+VECTOR_EXTRAS = ("pooled_rows", "pooled_columns")
+
+
+def quantize(vectors: np.ndarray, embedding_type: str) -> np.ndarray:
+    """The vectors as ``embedding_type`` (the rules in the module docstring)."""
+    v = np.asarray(vectors, dtype=np.float32)
+    if embedding_type == "float":
+        return np.ascontiguousarray(v)
+    if embedding_type == "float16":
+        return v.astype(np.float16)
+    if embedding_type in ("int8", "uint8"):
+        q = np.clip(np.rint(v * 127.0), -127, 127).astype(np.int16)
+        return (q if embedding_type == "int8" else q + 128).astype(_WIRE_DTYPES[embedding_type])
+    if embedding_type in ("binary", "ubinary"):
+        bits = np.packbits(v > 0, axis=-1)
+        return bits if embedding_type == "ubinary" else (bits.astype(np.int16) - 128).astype("i1")
+    raise InvalidRequest(
+        f"invalid embedding_type {embedding_type!r}: must be one of {', '.join(EMBEDDING_TYPES)}",
+        param="embedding_type",
+    )
+
+
+def dequantize(data: np.ndarray, embedding_type: str, dim: int | None = None) -> np.ndarray:
+    """Float32 vectors back from ``quantize`` (binary: +1 / -1 per bit; pass ``dim``)."""
+    if embedding_type in ("float", "float16"):
+        return data.astype(np.float32)
+    if embedding_type == "int8":
+        return data.astype(np.float32) / 127.0
+    if embedding_type == "uint8":
+        return (data.astype(np.float32) - 128.0) / 127.0
+    raw = data.astype(np.int16) + (128 if embedding_type == "binary" else 0)
+    bits = np.unpackbits(raw.astype(np.uint8), axis=-1, count=dim)
+    return bits.astype(np.float32) * 2.0 - 1.0
+
+
+def decode_typed_base64(
+    text: str, embedding_type: str, shape: list[int] | tuple[int, ...] | None = None
+) -> np.ndarray:
+    """Inverse of the base64 of ``quantize(vectors, embedding_type)`` (for clients and tests)."""
+    arr = np.frombuffer(base64.b64decode(text), dtype=_WIRE_DTYPES[embedding_type]).copy()
+    return arr.reshape(shape) if shape is not None else arr
+
+
+def encode_vectors(
+    vectors: np.ndarray, encoding_format: str, embedding_type: str = "float"
+) -> np.ndarray | str:
     """The value of an item's ``embedding`` field (an array is serialised by ``dumps``)."""
-    if encoding_format == "base64":
+    if embedding_type != "float":
+        data = quantize(vectors, embedding_type)
+        if encoding_format == "base64":
+            wire = data.astype(_WIRE_DTYPES[embedding_type], copy=False)
+            return base64.b64encode(wire.tobytes()).decode("ascii")
+        if encoding_format == "float":
+            return data
+    elif encoding_format == "base64":
         return encode_base64(vectors)
-    if encoding_format == "float":
+    elif encoding_format == "float":
         return to_float32(vectors)
     raise InvalidRequest(
         f"invalid encoding_format {encoding_format!r}: must be 'float' or 'base64'",
@@ -94,18 +165,32 @@ def embedding_item(
     index: int,
     encoding_format: str,
     extensions: dict[str, Any] | None = None,
+    embedding_type: str = "float",
 ) -> dict[str, Any]:
     item: dict[str, Any] = {
         "object": "embedding",
-        "embedding": encode_vectors(vectors, encoding_format),
+        "embedding": encode_vectors(vectors, encoding_format, embedding_type),
         "index": index,
     }
     if vectors.ndim == 2:
-        item["shape"] = [int(vectors.shape[0]), int(vectors.shape[1])]
-    if extensions:
-        for key, value in extensions.items():
+        item["shape"] = encoded_shape(vectors, embedding_type)
+    if embedding_type != "float":
+        item["embedding_type"] = embedding_type
+    for key, value in (extensions or {}).items():
+        if key in VECTOR_EXTRAS:
+            extra = np.asarray(value, dtype=np.float32)
+            item[key] = encode_vectors(extra, encoding_format, embedding_type)
+            item[f"{key}_shape"] = encoded_shape(extra, embedding_type)
+        else:
             item.setdefault(key, value)
     return item
+
+
+def encoded_shape(vectors: np.ndarray, embedding_type: str = "float") -> list[int]:
+    width = int(vectors.shape[-1])
+    if embedding_type in ("binary", "ubinary"):
+        width = (width + 7) // 8
+    return [*(int(x) for x in vectors.shape[:-1]), width]
 
 
 def floats_in(vectors: list[np.ndarray]) -> int:

@@ -15,6 +15,29 @@ from pydantic import ValidationError as PydanticValidationError
 from app.errors import InvalidRequest
 
 EncodingFormat = Literal["float", "base64"]
+# Cohere's names; app.encoding documents each.
+EmbeddingType = Literal["float", "float16", "int8", "uint8", "binary", "ubinary"]
+
+
+class PoolingSpec(BaseModel):
+    """Server-side token pooling of multi-vector embeddings (app.pooling)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["hierarchical", "rows_cols"]
+    # at most n_tokens // pool_factor clusters (colpali-engine's rule). hierarchical: default 3;
+    # rows_cols: optional, the originals returned beside the pooled rows/columns are pooled so.
+    pool_factor: StrictInt | None = Field(default=None, ge=1, le=64)
+
+    def key(self) -> dict[str, Any]:
+        """What the cache key records (pooled vectors are cached under their own key)."""
+        return {"method": self.method, "pool_factor": self.factor}
+
+    @property
+    def factor(self) -> int | None:
+        if self.method == "hierarchical":
+            return self.pool_factor if self.pool_factor is not None else 3
+        return self.pool_factor
 
 
 class EmbeddingRequest(BaseModel):
@@ -34,6 +57,8 @@ class EmbeddingRequest(BaseModel):
     # prompt of the model (sentence-transformers / TEI). Neither: the model's default.
     input_type: StrictStr | None = None
     prompt_name: StrictStr | None = None
+    embedding_type: EmbeddingType = "float"
+    pooling: PoolingSpec | None = None
 
 
 def parse_embedding_request(body: Any) -> EmbeddingRequest:
@@ -61,6 +86,8 @@ def validation_error(exc: PydanticValidationError) -> InvalidRequest:
         message = f"'{param}' is required"
     elif param == "encoding_format":
         message = f"invalid encoding_format {err.get('input')!r}: must be 'float' or 'base64'"
+    elif kind == "extra_forbidden":
+        message = f"unknown field '{param}'"
     else:
         message = f"invalid '{param}': {err.get('msg', 'invalid value')}"
     return InvalidRequest(message, param=param)
@@ -78,6 +105,42 @@ def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     return type(value).__name__
+
+
+class RerankRequest(BaseModel):
+    """POST /v1/rerank (the Cohere / Jina / TEI shape)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    model: StrictStr
+    query: Any  # one input: a string, typed parts, an image part (app.inputs)
+    documents: list[Any] = Field(min_length=1)  # each: a string, typed parts, image, PDF
+    top_n: StrictInt | None = Field(default=None, ge=1)
+    return_documents: StrictBool = False
+    truncate: StrictBool = False
+
+
+class ScoreRequest(BaseModel):
+    """POST /v1/score (vLLM's shape): ``text_1`` one item or a list, ``text_2`` one item or a
+    list; one ``text_1`` scores against every ``text_2``, two lists of the same length pairwise."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    model: StrictStr
+    text_1: Any
+    text_2: Any
+    truncate: StrictBool = False
+
+
+def parse_model(cls: type[BaseModel], body: Any) -> Any:
+    if not isinstance(body, dict):
+        raise InvalidRequest(
+            f"the request body must be a JSON object, not {_json_type(body)}", param=None
+        )
+    try:
+        return cls.model_validate(body)
+    except PydanticValidationError as exc:
+        raise validation_error(exc) from None
 
 
 # ---- responses -------------------------------------------------------------------------------

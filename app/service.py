@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from app.cache import CachePolicy
-from app.encoding import apply_dimensions, check_dimensions, embedding_item, floats_in
+from app.encoding import (
+    VECTOR_EXTRAS,
+    apply_dimensions,
+    check_dimensions,
+    embedding_item,
+    floats_in,
+)
 from app.engine.base import Embedding, ImageInput, ModelInfo
 from app.engine.prompts import resolve_prompt_name, with_prompt
 from app.errors import (
@@ -81,6 +87,16 @@ def usage_by_modality(inputs: Sequence[object], embeddings: Sequence[Embedding])
         counts[0] += 1
         counts[1] += int(emb.n_tokens)
     return usage
+
+
+@dataclass
+class Embedded:
+    """A request's embeddings, how many came from the cache, and where the rest ran."""
+
+    embeddings: list[Embedding]
+    cached: int
+    job_id: str | None = None
+    lane: str | None = None
 
 
 # (input_index, page, [width, height] of an image) of each output item: what the response
@@ -155,16 +171,41 @@ class EmbeddingService:
     ) -> EmbeddingResult:
         _, items = await self._resolve(req)
         policy = self.cache_policy(cache_control)
+        if req.pooling is not None:
+            from app.pooled_embed import embed_pooled
+
+            done = await embed_pooled(self, items, policy, req.truncate, req.pooling)
+        else:
+            done = await self.embed_items(items, policy, req.truncate)
+        embeddings = done.embeddings
+        if len(embeddings) != len(items):
+            raise InternalError(
+                f"the model returned {len(embeddings)} embeddings for {len(items)} inputs"
+            )
+        origins = [origin_of(r) for r in items]
+        result = self._result(
+            req.encoding_format, req.dimensions, origins, embeddings, req.embedding_type
+        )
+        result.cache = self._cache_header(policy, len(items), done.cached)
+        result.job_id = done.job_id
+        result.lane = done.lane if done.job_id is None else "job"
+        result.usage = usage_by_modality([r.item for r in items], embeddings)
+        return result
+
+    async def embed_items(
+        self, items: Sequence[ResolvedItem], policy: CachePolicy, truncate: bool
+    ) -> Embedded:
+        """Resolved items through the pipeline: cache read, then the misses inline or as a job."""
         inputs, params = [r.item for r in items], [r.param for r in items]
         pipeline = self.pipeline
-        keys = pipeline.keys(inputs, policy, truncate=req.truncate)
+        keys = pipeline.keys(inputs, policy, truncate=truncate)
         looked = await pipeline.lookup(keys, policy)
         cached, miss = looked.hits, looked.misses
         job_id, lane = None, None
         if miss:
             m_inputs, m_params = [inputs[i] for i in miss], [params[i] for i in miss]
             m_keys = [keys[i] for i in miss]
-            measured = await pipeline.measure(m_inputs, m_params, req.truncate)
+            measured = await pipeline.measure(m_inputs, m_params, truncate)
             cached_tokens = sum(e.n_tokens for e in looked.found if e is not None)
             check_request_tokens(sum(p.n_tokens for p in measured) + cached_tokens, self.settings)
             computed = None
@@ -173,25 +214,15 @@ class EmbeddingService:
                     JobItem.of(x, k if policy.write else None, p)
                     for x, k, p in zip(m_inputs, m_keys, m_params, strict=True)
                 ]
-                computed, job_id = await self._via_job(jobs_items, req.truncate)
+                computed, job_id = await self._via_job(jobs_items, truncate)
             if computed is None:
                 lane = choose_lane(measured, self.settings)
                 computed = await pipeline.compute(m_inputs, m_params, m_keys, policy,
-                                                  truncate=req.truncate, measured=measured,
+                                                  truncate=truncate, measured=measured,
                                                   lane=lane)  # fmt: skip
         else:
             computed = []
-        embeddings = looked.fill(miss, computed)
-        if len(embeddings) != len(items):
-            raise InternalError(
-                f"the model returned {len(embeddings)} embeddings for {len(items)} inputs"
-            )
-        origins = [origin_of(r) for r in items]
-        result = self._result(req.encoding_format, req.dimensions, origins, embeddings)
-        result.cache, result.job_id = self._cache_header(policy, len(items), cached), job_id
-        result.lane = lane if job_id is None else "job"
-        result.usage = usage_by_modality(inputs, embeddings)
-        return result
+        return Embedded(looked.fill(miss, computed), cached, job_id, lane)
 
     def _cache_header(self, policy: CachePolicy, n: int, cached: int) -> str:
         cache = self.pipeline.cache
@@ -237,7 +268,11 @@ class EmbeddingService:
         """Validate every item (resolve, fetch, decode, tokenise, limits) before anything is
         queued, then queue the whole request as one job, belonging to ``owner`` (the key's
         :attr:`app.auth.Principal.owner`): other owners get 404 for it."""
-        _, items = await self._resolve(req)
+        info, items = await self._resolve(req)
+        if req.pooling is not None:
+            from app.pooled_embed import check_pooling
+
+            check_pooling(req.pooling, info.kind)
         jobs = self._jobs()
         inputs, params = [r.item for r in items], [r.param for r in items]
         measured = await self.pipeline.measure(inputs, params, req.truncate)
@@ -246,6 +281,8 @@ class EmbeddingService:
         keys = self.pipeline.keys(inputs, policy, truncate=req.truncate)
         meta = {
             "encoding_format": req.encoding_format,
+            "embedding_type": req.embedding_type,
+            "pooling": req.pooling.model_dump() if req.pooling is not None else None,
             "dimensions": req.dimensions,
             "origins": [list(origin_of(r)) for r in items],
             "cache_read": policy.read,
@@ -276,10 +313,16 @@ class EmbeddingService:
             raise InvalidRequest(
                 f"encoding_format must be 'float' or 'base64', not {fmt!r}", "encoding_format"
             )
+        if meta.get("pooling"):  # pooled when read (cheap next to the forward)
+            from app.pooled_embed import pool_result
+
+            embeddings = await pool_result(embeddings, meta["pooling"])
         origins = [(int(i), p, size) for i, p, size in meta.get("origins", [])] or [
             (i, None, None) for i in range(len(embeddings))
         ]
-        result = self._result(fmt, meta.get("dimensions"), origins, embeddings)
+        result = self._result(
+            fmt, meta.get("dimensions"), origins, embeddings, meta.get("embedding_type", "float")
+        )
         result.job_id = job_id
         return result
 
@@ -298,11 +341,13 @@ class EmbeddingService:
         dimensions: int | None,
         origins: Sequence[Origin],
         embeddings: Sequence[Embedding],
+        embedding_type: str = "float",
     ) -> EmbeddingResult:
         vectors = [apply_dimensions(e.vectors, dimensions) for e in embeddings]
         data = []
         for index, (origin, emb, vec) in enumerate(zip(origins, embeddings, vectors, strict=True)):
-            data.append(embedding_item(vec, index, encoding_format, _extensions(origin, emb)))
+            ext = _extensions(origin, emb)
+            data.append(embedding_item(vec, index, encoding_format, ext, embedding_type))
         tokens = sum(int(e.n_tokens) for e in embeddings)
         body = {
             "object": "list",
@@ -322,5 +367,6 @@ def _extensions(origin: Origin, emb: Embedding) -> dict[str, Any]:
     if size is not None:
         ext["source_size"] = size  # decoded; image_size (as embedded) comes from the engine
     for key, value in emb.extras.items():
-        ext[key] = value.tolist() if isinstance(value, np.ndarray) else value
+        keep = key in VECTOR_EXTRAS or not isinstance(value, np.ndarray)
+        ext[key] = value if keep else value.tolist()
     return ext

@@ -6,9 +6,11 @@
 
 Pages go through the server's async jobs API (POST /v1/embeddings/jobs); queries through the
 OpenAI client. Each page is stored three times in one point, as in Qdrant's ColPali recipe:
-all token vectors (``original``, MaxSim rerank only, no HNSW) and the image grid mean-pooled
-per row and per column (small, indexed: the fast first stage). ``mlx-embeddings-ingest`` is the
-full tool (PDFs, folders, resume, progress bar).
+all token vectors (``original``, MaxSim rerank only, no HNSW; with ``--binary-quantization``
+Qdrant keeps a 1-bit copy in RAM and rescores with the full vectors) and the image grid
+mean-pooled per row and per column (small, indexed: the fast first stage). The server does the
+pooling (``"pooling": {"method": "rows_cols"}``): no numpy here. ``mlx-embeddings-ingest`` is
+the full tool (PDFs, folders, resume, progress bar).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-import numpy as np
 import platformdirs
 from openai import APIConnectionError, OpenAI
 from qdrant_client import QdrantClient, models
@@ -42,7 +43,8 @@ def embed_pages_job(server: str, model: str, paths: list[Path]) -> list[dict]:
         for p in paths
     ]
     with httpx.Client(base_url=server, timeout=300) as http:
-        resp = http.post("/embeddings/jobs", json={"model": model, "input": parts})
+        body = {"model": model, "input": parts, "pooling": {"method": "rows_cols"}}
+        resp = http.post("/embeddings/jobs", json=body)
         if resp.status_code >= 400:
             raise SystemExit(f"POST /embeddings/jobs: {resp.status_code} {resp.text}")
         job = resp.json()
@@ -54,26 +56,17 @@ def embed_pages_job(server: str, model: str, paths: list[Path]) -> list[dict]:
         return http.get(f"/embeddings/jobs/{job['id']}/result").json()["data"]
 
 
-def pool_rows_columns(vectors: np.ndarray, grid: list[int], span: list[int]):
-    """Mean of the image tokens per grid row and per column; prompt tokens kept around them."""
-    (rows, cols), (start, end) = grid, span
-    image = vectors[start:end].reshape(rows, cols, -1)
-    by_rows, by_cols = image.mean(axis=1), image.mean(axis=0)
-    # unit length: cosine ignores it, but embedded Qdrant does not re-normalise after a reload
-    by_rows /= np.linalg.norm(by_rows, axis=1, keepdims=True)
-    by_cols /= np.linalg.norm(by_cols, axis=1, keepdims=True)
-    prefix, suffix = vectors[:start], vectors[end:]
-    return np.concatenate([prefix, by_rows, suffix]), np.concatenate([prefix, by_cols, suffix])
-
-
-def create_collection(qdrant: QdrantClient, name: str, dim: int) -> None:
+def create_collection(qdrant: QdrantClient, name: str, dim: int, binary: bool) -> None:
     if qdrant.collection_exists(name):
         return
     maxsim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
     cos = models.Distance.COSINE
+    bq = (models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+          if binary else None)  # fmt: skip
     qdrant.create_collection(name, vectors_config={
         "original": models.VectorParams(size=dim, distance=cos, multivector_config=maxsim,
-                                        hnsw_config=models.HnswConfigDiff(m=0)),
+                                        hnsw_config=models.HnswConfigDiff(m=0),
+                                        quantization_config=bq),
         "mean_pooling_rows": models.VectorParams(size=dim, distance=cos, multivector_config=maxsim),
         "mean_pooling_columns": models.VectorParams(size=dim, distance=cos,
                                                     multivector_config=maxsim),
@@ -89,6 +82,8 @@ def main() -> None:
     ap.add_argument("--qdrant-path", default=platformdirs.user_data_dir("mlx-embeddings-server")
                     + "/qdrant")  # fmt: skip
     ap.add_argument("--query", action="append", help="repeatable; default: three samples")
+    ap.add_argument("--binary-quantization", action="store_true",
+                    help="1-bit originals in RAM, rescored with the full vectors")  # fmt: skip
     args = ap.parse_args()
 
     openai = OpenAI(base_url=args.server, api_key="unused")
@@ -115,13 +110,12 @@ def main() -> None:
         data = embed_pages_job(args.server, model, [p for p, _ in todo])
         points = []
         for (path, pid), item in zip(todo, data, strict=True):
-            vectors = np.array(item["embedding"], dtype=np.float32)
-            rows, cols = pool_rows_columns(vectors, item["image_grid"], item["image_token_span"])
-            create_collection(qdrant, args.collection, vectors.shape[1])
+            # the server's float lists, stored as they come (pooled rows are unit length)
+            create_collection(qdrant, args.collection, item["shape"][1], args.binary_quantization)
             points.append(models.PointStruct(id=pid, payload={"source": str(path)}, vector={
-                "original": vectors.tolist(),
-                "mean_pooling_rows": rows.tolist(),
-                "mean_pooling_columns": cols.tolist(),
+                "original": item["embedding"],
+                "mean_pooling_rows": item["pooled_rows"],
+                "mean_pooling_columns": item["pooled_columns"],
             }))  # fmt: skip
         qdrant.upsert(args.collection, points)
 
@@ -138,6 +132,11 @@ def main() -> None:
             query=query,
             using="original",
             limit=3,
+            search_params=models.SearchParams(
+                quantization=models.QuantizationSearchParams(rescore=True)
+            )
+            if args.binary_quantization
+            else None,
         ).points
         print(f"\n{text}")
         for hit in hits:

@@ -53,6 +53,12 @@ def build_parser(prog: str = "mlx-embeddings-ingest") -> argparse.ArgumentParser
     g.add_argument(
         "--timeout", type=float, default=300.0, help="HTTP timeout in seconds (default: 300)"
     )
+    g.add_argument(
+        "--pool-factor",
+        type=int,
+        help="store the original vectors hierarchically pooled by the server (colpali-engine's "
+        "token pooling: at most n_tokens / N vectors a page; 2 costs almost no accuracy)",
+    )
     q = p.add_argument_group("qdrant")
     q.add_argument("--qdrant-url", help="a Qdrant server, e.g. http://localhost:6333")
     q.add_argument(
@@ -60,6 +66,12 @@ def build_parser(prog: str = "mlx-embeddings-ingest") -> argparse.ArgumentParser
         help=f"embedded Qdrant directory when no --qdrant-url (default: {default_qdrant_path()})",
     )
     q.add_argument("--qdrant-api-key", help="API key of the Qdrant server")
+    q.add_argument(
+        "--binary-quantization",
+        action="store_true",
+        help="new collections keep a 1-bit copy of the original vectors in RAM (Qdrant's "
+        "binary quantization); searches rescore with the full vectors",
+    )
     s = p.add_argument_group("search")
     s.add_argument("--query", action="append", help="search this text (repeatable)")
     s.add_argument("--top-k", type=int, default=5, help="results per query (default: 5)")
@@ -78,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.paths and not args.query:
         build_parser().error("give PATHs to ingest and/or --query TEXT")
+    if args.pool_factor is not None and not 1 <= args.pool_factor <= 64:
+        build_parser().error("--pool-factor must be between 1 and 64")
     if args.chunk_size < 1 or args.max_jobs < 1 or args.top_k < 1 or args.prefetch < 0:
         build_parser().error("--chunk-size, --max-jobs and --top-k must be >= 1, --prefetch >= 0")
     try:
@@ -117,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
                     chunk_size=args.chunk_size,
                     max_jobs=args.max_jobs,
                     progress=not args.no_progress,
+                    binary_quantization=args.binary_quantization,
+                    pool_factor=args.pool_factor,
                 )
                 rate = f", {report.pages_per_second:.2f} pages/s" if report.ingested else ""
                 print(

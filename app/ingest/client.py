@@ -80,16 +80,22 @@ def base_url(server: str) -> str:
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
-def decode_item(raw: dict[str, Any]) -> EmbeddingItem:
-    emb = raw["embedding"]
-    if isinstance(emb, str):
-        flat = np.frombuffer(base64.b64decode(emb), dtype="<f4")
-        shape = raw.get("shape") or [1, flat.size]
-        vectors = flat.reshape(shape).astype(np.float32, copy=False)
+# The server's rows_cols pooling (``"pooling": {"method": "rows_cols"}``): these come back
+# beside each page's vectors, encoded like them.
+POOLED_FIELDS = ("pooled_rows", "pooled_columns")
+
+
+def _matrix(value: Any, shape: list[int] | None) -> np.ndarray:
+    if isinstance(value, str):
+        flat = np.frombuffer(base64.b64decode(value), dtype="<f4")
+        vectors = flat.reshape(shape or [1, flat.size]).astype(np.float32, copy=False)
     else:
-        vectors = np.asarray(emb, dtype=np.float32)
-    if vectors.ndim == 1:
-        vectors = vectors[None, :]
+        vectors = np.asarray(value, dtype=np.float32)
+    return vectors[None, :] if vectors.ndim == 1 else vectors
+
+
+def decode_item(raw: dict[str, Any]) -> EmbeddingItem:
+    vectors = _matrix(raw["embedding"], raw.get("shape"))
     grid, span = raw.get("image_grid"), raw.get("image_token_span")
     known = {"object", "embedding", "index", "shape", "input_index", "page"}
     known |= {"image_grid", "image_token_span"}
@@ -100,7 +106,11 @@ def decode_item(raw: dict[str, Any]) -> EmbeddingItem:
         page=raw.get("page"),
         image_grid=(int(grid[0]), int(grid[1])) if grid else None,
         image_token_span=(int(span[0]), int(span[1])) if span else None,
-        extra={k: v for k, v in raw.items() if k not in known},
+        extra={
+            k: _matrix(v, raw.get(f"{k}_shape")) if k in POOLED_FIELDS else v
+            for k, v in raw.items()
+            if k not in known and not k.endswith("_shape")
+        },
     )
 
 
@@ -165,8 +175,12 @@ class EmbeddingsClient:
         body = {"model": model, "input": inputs, "encoding_format": "base64"}
         return decode_response(self._request("POST", "/v1/embeddings", json=body).json())
 
-    def submit_job(self, inputs: Sequence[Any], model: str) -> JobStatus:
-        body = {"model": model, "input": list(inputs), "encoding_format": "base64"}
+    def submit_job(
+        self, inputs: Sequence[Any], model: str, pooling: dict[str, Any] | None = None
+    ) -> JobStatus:
+        body: dict[str, Any] = {"model": model, "input": list(inputs), "encoding_format": "base64"}
+        if pooling is not None:
+            body["pooling"] = pooling
         try:
             resp = self._request("POST", "/v1/embeddings/jobs", json=body)
         except ServerError as exc:

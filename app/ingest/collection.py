@@ -47,14 +47,22 @@ def open_qdrant(url: str | None, path: str | Path | None, api_key: str | None = 
         ) from None
 
 
-def vectors_config(dim: int) -> dict[str, models.VectorParams]:
+def vectors_config(dim: int, binary: bool = False) -> dict[str, models.VectorParams]:
+    """``binary``: Qdrant keeps a 1-bit copy of the originals in RAM (binary quantization) and
+    rescores the candidates with the full vectors (``search`` asks for it)."""
     multi = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
+    quantization = (
+        models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+        if binary
+        else None
+    )
     return {
         ORIGINAL: models.VectorParams(
             size=dim,
             distance=models.Distance.COSINE,
             multivector_config=multi,
             hnsw_config=models.HnswConfigDiff(m=0),  # rerank only: no graph
+            quantization_config=quantization,
         ),
         MEAN_ROWS: models.VectorParams(
             size=dim, distance=models.Distance.COSINE, multivector_config=multi
@@ -87,11 +95,13 @@ def collection_dim(client: QdrantClient, name: str) -> int | None:
     return int(vectors[ORIGINAL].size)
 
 
-def ensure_collection(client: QdrantClient, name: str, dim: int, model: str) -> None:
+def ensure_collection(
+    client: QdrantClient, name: str, dim: int, model: str, *, binary: bool = False
+) -> None:
     """Create the collection, or check that the existing one fits ``dim`` and ``model``."""
     have = collection_dim(client, name)
     if have is None:
-        client.create_collection(name, vectors_config=vectors_config(dim))
+        client.create_collection(name, vectors_config=vectors_config(dim, binary))
         return
     if have != dim:
         raise CollectionMismatch(

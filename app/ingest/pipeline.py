@@ -1,4 +1,5 @@
-"""Submit pages as embedding jobs in chunks, pool their vectors and upsert them into Qdrant."""
+"""Submit pages as embedding jobs in chunks and upsert them into Qdrant. The server pools each
+page (``"pooling": {"method": "rows_cols"}``): the client only stores what it gets."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ from app.ingest.collection import (
     ensure_collection,
     existing_ids,
 )
-from app.ingest.pooling import mean_pool_rows_columns, unit_rows
 from app.ingest.walk import PageRef
+
+ROWS_COLS = {"method": "rows_cols"}
 
 # Qwen2.5-VL: one merged image token covers 28 x 28 pixels (14 px patches, 2 x 2 merge).
 MERGED_PATCH_PX = 28
@@ -158,7 +160,12 @@ def to_point(page: PageRef, item: EmbeddingItem, model: str) -> models.PointStru
             "is it serving a ColQwen model?"
         )
     vectors = item.vectors
-    rows, cols = mean_pool_rows_columns(vectors, item.image_grid, item.image_token_span)
+    rows, cols = item.extra.get("pooled_rows"), item.extra.get("pooled_columns")
+    if rows is None or cols is None:
+        raise ServerError(
+            f"{page.path} page {page.page}: the server sent no pooled_rows / pooled_columns "
+            "(server-side rows_cols pooling); update the server"
+        )
     width, height = page_size(page, item)
     payload = {
         "source": str(page.path.resolve()),
@@ -177,8 +184,8 @@ def to_point(page: PageRef, item: EmbeddingItem, model: str) -> models.PointStru
         id=page.point_id,
         vector={
             ORIGINAL: _rows(vectors),
-            MEAN_ROWS: _rows(unit_rows(rows)),
-            MEAN_COLUMNS: _rows(unit_rows(cols)),
+            MEAN_ROWS: _rows(rows),  # unit length from the server
+            MEAN_COLUMNS: _rows(cols),
         },
         payload=payload,
     )
@@ -207,6 +214,8 @@ def ingest_pages(
     max_jobs: int = 2,
     poll: float = 0.2,
     progress: bool = True,
+    binary_quantization: bool = False,
+    pool_factor: int | None = None,
 ) -> IngestReport:
     """Embed and store every page of ``pages`` not yet in ``collection``.
 
@@ -233,7 +242,10 @@ def ingest_pages(
             while pending and len(inflight) < max(1, max_jobs):
                 chunk = build_chunk(pending.popleft())
                 try:
-                    job = client.submit_job(chunk.inputs, model)
+                    pooling = (
+                        {**ROWS_COLS, "pool_factor": pool_factor} if pool_factor else ROWS_COLS
+                    )
+                    job = client.submit_job(chunk.inputs, model, pooling=pooling)
                 except ServerError as exc:
                     raise name_the_file(exc, chunk) from None
                 inflight.append((job, chunk))
@@ -251,7 +263,8 @@ def ingest_pages(
             except ServerError as exc:
                 raise name_the_file(exc, chunk) from None
             if not checked:
-                ensure_collection(qdrant, collection, pairs[0][1].vectors.shape[1], model)
+                dim = pairs[0][1].vectors.shape[1]
+                ensure_collection(qdrant, collection, dim, model, binary=binary_quantization)
                 checked = True
             points = [to_point(page, item, model) for page, item in pairs]
             qdrant.upsert(collection, points=points, wait=True)

@@ -42,5 +42,16 @@ def search(
         limit=top_k,
         with_payload=True,
         with_vectors=with_vectors,
+        search_params=_rescore(qdrant, collection),
     )
     return res.points
+
+
+def _rescore(qdrant: QdrantClient, collection: str) -> models.SearchParams | None:
+    """With ``--binary-quantization`` the 1-bit copies pick the candidates and the full
+    vectors score them (Qdrant's rescoring); None for a collection without quantization."""
+    vectors = qdrant.get_collection(collection).config.params.vectors
+    params = vectors.get(ORIGINAL) if isinstance(vectors, dict) else None
+    if params is None or params.quantization_config is None:
+        return None
+    return models.SearchParams(quantization=models.QuantizationSearchParams(rescore=True))

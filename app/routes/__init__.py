@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sanic import Sanic
 
-from app.routes import embeddings, health, jobs, metrics, models
+from app.routes import embeddings, health, jobs, metrics, models, scoring
 
 
 def register_routes(app: Sanic) -> None:
@@ -13,6 +13,7 @@ def register_routes(app: Sanic) -> None:
     models.register(app)
     health.register(app)
     metrics.register(app)
+    scoring.register(app)
 
 
 __all__ = ["register_routes"]

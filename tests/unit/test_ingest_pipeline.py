@@ -17,15 +17,16 @@ import orjson
 import pypdfium2 as pdfium
 import pytest
 from PIL import Image
-from qdrant_client import QdrantClient
+from qdrant_client import QdrantClient, models
 
 from app.ingest import cli
-from app.ingest.client import EmbeddingsClient, JobFailed, ServerUnreachable
+from app.ingest.client import EmbeddingsClient, JobFailed, ServerError, ServerUnreachable
 from app.ingest.collection import MEAN_COLUMNS, MEAN_ROWS, ORIGINAL, open_qdrant
 from app.ingest.pipeline import build_chunk, ingest_pages, page_spec
 from app.ingest.pooling import mean_pool_rows_columns
 from app.ingest.search import search
 from app.ingest.walk import plan_pages, walk
+from app.pooling import hierarchical_pool
 
 MODEL = "fake-colqwen"
 DIM = 16
@@ -62,6 +63,7 @@ class FakeServer:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.submitted: list[list[Any]] = []
         self.deleted: list[str] = []
+        self.pooling: list[Any] = []
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         path, method = request.url.path, request.method
@@ -78,8 +80,9 @@ class FakeServer:
             self.submitted.append(body["input"])
             job_id = f"embjob_{len(self.jobs)}"
             job: dict[str, Any] = {"id": job_id, "polls": 0, "input": body["input"]}
+            self.pooling.append(body.get("pooling"))
             try:
-                job["data"] = self._embed(body["input"])
+                job["data"] = self._embed(body["input"], body.get("pooling"))
                 job["error"] = None
             except ValueError as exc:
                 job["data"], job["error"] = [], str(exc)
@@ -116,7 +119,26 @@ class FakeServer:
             "error": error,
         }
 
-    def _embed(self, inputs: list[Any]) -> list[dict[str, Any]]:
+    def _embed(self, inputs: list[Any], pooling: Any = None) -> list[dict[str, Any]]:
+        data = self._embed_pages(inputs)
+        if pooling and pooling["method"] == "rows_cols":  # as the server does (app.pooling)
+            for item in data:
+                raw = np.frombuffer(base64.b64decode(item["embedding"]), "<f4")
+                raw = raw.reshape(item["shape"])
+                if pooling.get("pool_factor"):
+                    pooled = hierarchical_pool(raw, pooling["pool_factor"])
+                    item["embedding"] = base64.b64encode(pooled.astype("<f4").tobytes()).decode()
+                    item["shape"] = list(pooled.shape)
+                rows, cols = mean_pool_rows_columns(
+                    raw, item["image_grid"], item["image_token_span"]
+                )
+                for key, v in (("pooled_rows", rows), ("pooled_columns", cols)):
+                    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+                    item[key] = base64.b64encode(v.astype("<f4").tobytes()).decode()
+                    item[f"{key}_shape"] = list(v.shape)
+        return data
+
+    def _embed_pages(self, inputs: list[Any]) -> list[dict[str, Any]]:
         data: list[dict[str, Any]] = []
         for i, part in enumerate(inputs):
             if part["type"] == "image_url":
@@ -349,3 +371,42 @@ def test_client_errors() -> None:
     down = EmbeddingsClient("http://127.0.0.1:9")
     with pytest.raises(ServerUnreachable):
         down.model_id()
+
+
+def test_pooling_is_asked_of_the_server_and_binary_quantization_is_configured(
+    docs: Path, fake: FakeServer, client: EmbeddingsClient, tmp_path: Path
+) -> None:
+    qdrant = open_qdrant(None, tmp_path / "qbin")
+    try:
+        _ingest(docs, client, qdrant, chunk_size=16, binary_quantization=True)
+        assert fake.pooling and all(p == {"method": "rows_cols"} for p in fake.pooling)
+        params = qdrant.get_collection("c").config.params.vectors[ORIGINAL]
+        assert isinstance(params.quantization_config, models.BinaryQuantization)
+        q = _vectors(b"query", 4)
+        assert len(search(qdrant, "c", q, top_k=3, prefetch=0)) == 3
+    finally:
+        qdrant.close()
+
+
+def test_a_server_without_pooling_is_an_error(fake: FakeServer) -> None:
+    from app.ingest.client import decode_item
+    from app.ingest.pipeline import to_point
+    from app.ingest.walk import PageRef
+
+    item = decode_item(_item(_vectors(b"x", 8), 0, image_grid=[1, 3], image_token_span=[3, 6]))
+    page = PageRef(path=Path("a.png"), page=1, page_count=1, kind="image", sha256="0" * 64,
+                   point_id="00000000-0000-0000-0000-000000000000")  # fmt: skip
+    with pytest.raises(ServerError, match="pooled_rows"):
+        to_point(page, item, MODEL)
+
+
+def test_pool_factor_stores_pooled_originals(
+    docs: Path, fake: FakeServer, client: EmbeddingsClient, qdrant: QdrantClient
+) -> None:
+    pages, report = _ingest(docs, client, qdrant, chunk_size=16, pool_factor=2)
+    assert report.ingested == len(pages)
+    assert fake.pooling == [{"method": "rows_cols", "pool_factor": 2}]
+    item = fake.jobs["embjob_0"]["data"][0]
+    rec = qdrant.retrieve("c", [pages[0].point_id], with_vectors=True)[0]
+    assert len(rec.vector[ORIGINAL]) == item["shape"][0]
+    assert item["shape"][0] <= (PREFIX + SUFFIX + 15) // 2

@@ -4,10 +4,14 @@ A batch reads its input file (one ``{"custom_id", "method", "url", "body"}`` req
 runs each line's body as the same request as ``POST /v1/embeddings`` through
 :meth:`app.service.EmbeddingService.embed` (cache, engine, and the job queue for big bodies),
 a window of lines at a time, and writes OpenAI's output and error files. The runner is a task
-of the server that created the batch. Records live in Redis without a TTL::
+of a server (the one that created the batch, or the one that resumed it). Records live in
+Redis without a TTL::
 
-    mlxemb:batch:{id}         string  the batch object (JSON) plus its owner
-    mlxemb:batches:{owner}    zset    id -> created_at (GET /v1/batches, newest first)
+    mlxemb:batch:{id}          string  {"owner", "batch": the batch object, "progress"}
+    mlxemb:batch:{id}:runner   string  the runner's token (SET NX EX, refreshed each window)
+    mlxemb:batch:{id}:cancel   string  unix time a cancel was asked for
+    mlxemb:batches:{owner}     zset    id -> created_at (GET /v1/batches, newest first)
+    mlxemb:batches:active      set     the batches not finished yet (resumed by any server)
 
 A line that is not a valid request (bad JSON, no ``custom_id``, wrong ``method`` or ``url``,
 a body that is not an object) is named by its line number in the batch's ``errors`` and gets
@@ -26,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from app.batch_lines import append, cut, invalid_line, new_batch, output_line, parse_lines, reset
 from app.cache import KEY_PREFIX
 from app.encoding import dumps
 from app.errors import ApiError, BatchNotFound, InternalError, InvalidRequest
@@ -34,10 +39,11 @@ from app.protocol import parse_embedding_request
 
 log = logging.getLogger(__name__)
 
-BATCH_ID_PREFIX = "batch_"
-ENDPOINT = "/v1/embeddings"
 WINDOW = 16  # lines in flight at once (the engine batches across them)
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
+ACTIVE_KEY = KEY_PREFIX + "batches:active"  # set of the batches not yet finished
+LOCK_TTL = 120  # s a runner's hold lasts without a refresh (a crashed server's batch waits so)
+RESUME_EVERY = 30.0  # s between sweeps for active batches without a runner
 
 
 def batch_key(batch_id: str) -> str:
@@ -48,143 +54,59 @@ def owner_index(owner: str) -> str:
     return f"{KEY_PREFIX}batches:{owner or '-'}"
 
 
+def runner_key(batch_id: str) -> str:
+    """Held (``SET NX EX``) by the one runner of a batch."""
+    return f"{KEY_PREFIX}batch:{batch_id}:runner"
+
+
 def cancel_key(batch_id: str) -> str:
     """Set (to the unix time) by POST /v1/batches/{id}/cancel; the runner polls it."""
     return f"{KEY_PREFIX}batch:{batch_id}:cancel"
 
 
-def new_batch(input_file_id: str, completion_window: str, metadata: dict | None) -> dict:
-    now = int(time.time())
-    return {
-        "id": BATCH_ID_PREFIX + uuid.uuid4().hex,
-        "object": "batch",
-        "endpoint": ENDPOINT,
-        "errors": None,
-        "input_file_id": input_file_id,
-        "completion_window": completion_window,
-        "status": "validating",
-        "output_file_id": None,
-        "error_file_id": None,
-        "created_at": now,
-        "in_progress_at": None,
-        "expires_at": now + 24 * 3600,
-        "finalizing_at": None,
-        "completed_at": None,
-        "failed_at": None,
-        "expired_at": None,
-        "cancelling_at": None,
-        "cancelled_at": None,
-        "request_counts": {"total": 0, "completed": 0, "failed": 0},
-        "metadata": metadata,
-    }
-
-
-def _line_error(line: int, message: str, param: str | None = None) -> dict:
-    return {"code": "invalid_request", "message": message, "param": param, "line": line}
-
-
-def parse_lines(data: bytes) -> tuple[list[tuple[str, dict]], list[dict], list[str | None]]:
-    """``(requests, errors, bad_custom_ids)``: the valid ``(custom_id, body)`` lines, the line
-    errors (1-based line numbers), and the custom_id of each bad line where it had one."""
-    good: list[tuple[str, dict]] = []
-    errors: list[dict] = []
-    bad_ids: list[str | None] = []
-    seen: set[str] = set()
-    for n, raw in enumerate(data.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        custom_id: str | None = None
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            errors.append(_line_error(n, f"line {n} is not valid JSON: {exc}"))
-            bad_ids.append(None)
-            continue
-        problem, param = None, None
-        if not isinstance(obj, dict):
-            problem = f"line {n} must be a JSON object"
-        else:
-            cid = obj.get("custom_id")
-            custom_id = cid if isinstance(cid, str) else None
-            if custom_id is None:
-                problem, param = f"line {n}: custom_id must be a string", "custom_id"
-            elif custom_id in seen:
-                problem, param = f"line {n}: duplicate custom_id {custom_id!r}", "custom_id"
-                custom_id = None  # the error line must not shadow the first one's output
-            elif obj.get("method", "POST") != "POST":
-                problem, param = f"line {n}: method must be 'POST'", "method"
-            elif obj.get("url") != ENDPOINT:
-                problem = f"line {n}: url must be {ENDPOINT!r}, not {obj.get('url')!r}"
-                param = "url"
-            elif not isinstance(obj.get("body"), dict):
-                problem, param = f"line {n}: body must be a JSON object", "body"
-        if problem is not None:
-            errors.append(_line_error(n, problem, param))
-            bad_ids.append(custom_id)
-            continue
-        seen.add(custom_id)  # type: ignore[arg-type]
-        good.append((custom_id, obj["body"]))  # type: ignore[arg-type]
-    return good, errors, bad_ids
-
-
-def _request_id() -> str:
-    return "req_" + uuid.uuid4().hex
-
-
-def output_line(custom_id: str | None, status: int, body: Any) -> bytes:
-    return dumps(
-        {
-            "id": "batch_req_" + uuid.uuid4().hex,
-            "custom_id": custom_id,
-            "response": {"status_code": status, "request_id": _request_id(), "body": body},
-            "error": None,
-        }
-    )
-
-
-def invalid_line(custom_id: str | None, err: dict) -> bytes:
-    return dumps(
-        {
-            "id": "batch_req_" + uuid.uuid4().hex,
-            "custom_id": custom_id,
-            "response": None,
-            "error": {"code": err["code"], "message": err["message"]},
-        }
-    )
-
-
 class Batches:
-    """Batch records in Redis and their runner tasks (in this server's event loop)."""
+    """Batch records in Redis and their runner tasks (in this server's event loop).
+
+    A runner holds ``mlxemb:batch:{id}:runner`` (refreshed each window, ``LOCK_TTL``), appends
+    each window's lines to ``<files>/parts/{id}.out|.err`` and then records how many lines and
+    bytes are done; a batch left active (a server stopped or crashed) is resumed by whichever
+    server sees it next (at its start, then every ``RESUME_EVERY`` s): the part files are cut
+    back to the recorded bytes, so no line is done twice."""
 
     def __init__(self, files: FileStore, service: Any) -> None:
         self.files = files
         self.service = service
         self.tasks: dict[str, asyncio.Task] = {}
+        self.token = uuid.uuid4().hex
+        self.parts = files.root / "parts"
+        self._resumer: asyncio.Task | None = None
 
     @property
     def redis(self) -> Any:
         return self.files.redis
 
-    async def _save(self, batch: dict, owner: str) -> None:
+    async def _save(self, batch: dict, owner: str, progress: dict | None = None) -> None:
         """Store the runner's view, showing a cancel asked for meanwhile as ``cancelling``."""
         if batch["status"] not in TERMINAL:
             asked = await self.redis.get(cancel_key(batch["id"]))
             if asked:
                 batch["status"], batch["cancelling_at"] = "cancelling", int(asked)
-        await self.redis.set(batch_key(batch["id"]), dumps({"owner": owner, "batch": batch}))
+        rec = {"owner": owner, "batch": batch, "progress": progress or {}}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(batch_key(batch["id"]), dumps(rec))
+        if batch["status"] in TERMINAL:
+            pipe.srem(ACTIVE_KEY, batch["id"])
+        await pipe.execute()
 
-    async def _load(self, batch_id: str) -> tuple[dict, str] | None:
+    async def _record(self, batch_id: str) -> dict | None:
         raw = await self.redis.get(batch_key(batch_id)) if batch_id.startswith("batch_") else None
-        if not raw:
-            return None
-        rec = orjson.loads(raw)
-        return rec["batch"], rec.get("owner", "")
+        return orjson.loads(raw) if raw else None
 
     async def get(self, batch_id: str, owner: str) -> dict:
-        found = await self._load(batch_id)
-        if found is None or found[1] != owner:
+        rec = await self._record(batch_id)
+        if rec is None or rec.get("owner", "") != owner:
             raise BatchNotFound(f"no batch with id {batch_id!r}", param="batch_id")
-        return found[0]
+        return rec["batch"]
 
     async def create(
         self, input_file_id: str, completion_window: str, metadata: dict | None, owner: str
@@ -199,11 +121,39 @@ class Batches:
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(batch_key(batch["id"]), dumps({"owner": owner, "batch": batch}))
         pipe.zadd(owner_index(owner), {batch["id"]: time.time()})
+        pipe.sadd(ACTIVE_KEY, batch["id"])
         await pipe.execute()
-        task = asyncio.create_task(self._run(batch["id"], owner))
-        self.tasks[batch["id"]] = task
-        task.add_done_callback(lambda _t, b=batch["id"]: self.tasks.pop(b, None))
+        self._start(batch["id"], owner)
         return batch
+
+    def _start(self, batch_id: str, owner: str) -> None:
+        task = asyncio.create_task(self._run(batch_id, owner))
+        self.tasks[batch_id] = task
+        task.add_done_callback(lambda _t: self.tasks.pop(batch_id, None))
+
+    async def resume_all(self) -> None:
+        """Start a runner for every active batch no live runner holds."""
+        for raw in await self.redis.smembers(ACTIVE_KEY):
+            batch_id = raw.decode() if isinstance(raw, bytes) else raw
+            rec = await self._record(batch_id)
+            if rec is None or rec["batch"]["status"] in TERMINAL:
+                await self.redis.srem(ACTIVE_KEY, batch_id)
+            elif batch_id not in self.tasks and not await self.redis.exists(runner_key(batch_id)):
+                log.info("batch %s: resuming", batch_id)
+                self._start(batch_id, rec.get("owner", ""))
+
+    async def resume_forever(self, ready: Any) -> None:
+        while not ready():
+            await asyncio.sleep(0.2)
+        while True:
+            try:
+                await self.resume_all()
+            except Exception as exc:
+                log.warning("batches: resume sweep failed: %s", exc)
+            await asyncio.sleep(RESUME_EVERY)
+
+    def start_resuming(self, ready: Any) -> None:
+        self._resumer = asyncio.create_task(self.resume_forever(ready))
 
     async def list(self, owner: str, *, after: str | None, limit: int) -> dict:
         index = owner_index(owner)
@@ -214,9 +164,9 @@ class Batches:
         ids = [x.decode() for x in await self.redis.zrevrange(index, start, start + limit)]
         data = []
         for batch_id in ids[:limit]:
-            found = await self._load(batch_id)
-            if found is not None:
-                data.append(found[0])
+            rec = await self._record(batch_id)
+            if rec is not None:
+                data.append(rec["batch"])
         return {
             "object": "list",
             "data": data,
@@ -232,8 +182,8 @@ class Batches:
         now = int(time.time())
         await self.redis.set(cancel_key(batch_id), now)
         batch["status"], batch["cancelling_at"] = "cancelling", now
-        if batch_id not in self.tasks:  # no runner here (a restart): nothing left to stop
-            batch["status"], batch["cancelled_at"] = "cancelled", now
+        if batch_id not in self.tasks and not await self.redis.exists(runner_key(batch_id)):
+            batch["status"], batch["cancelled_at"] = "cancelled", now  # no runner to stop
             await self._save(batch, owner)
         return batch  # else the runner stops at its next window and records it
 
@@ -246,9 +196,14 @@ class Batches:
 
     # ---- the runner ----------------------------------------------------------------------------
     async def _run(self, batch_id: str, owner: str) -> None:
-        batch, _ = await self._load(batch_id) or ({}, owner)
+        if not await self.redis.set(runner_key(batch_id), self.token, nx=True, ex=LOCK_TTL):
+            return  # another runner has it
+        rec = await self._record(batch_id)
+        if rec is None:
+            return
+        batch = rec["batch"]
         try:
-            await self._execute(batch, owner)
+            await self._execute(batch, owner, rec.get("progress") or {})
         except Exception as exc:
             log.error("batch %s failed", batch_id, exc_info=exc)
             batch["status"], batch["failed_at"] = "failed", int(time.time())
@@ -259,52 +214,68 @@ class Batches:
             }  # fmt: skip
             with contextlib.suppress(Exception):
                 await self._save(batch, owner)
+        with contextlib.suppress(Exception):
+            await self.redis.delete(runner_key(batch_id))
 
-    async def _execute(self, batch: dict, owner: str) -> None:
+    async def _execute(self, batch: dict, owner: str, progress: dict) -> None:
         data = await self.files.content(batch["input_file_id"], owner)
         good, errors, bad_ids = parse_lines(data)
+        out_path, err_path = self.parts / f"{batch['id']}.out", self.parts / f"{batch['id']}.err"
         counts = batch["request_counts"]
-        counts.update(total=len(good) + len(errors), failed=len(errors))
-        if errors:
-            batch["errors"] = {"object": "list", "data": errors}
-        err_lines = [invalid_line(c, e) for c, e in zip(bad_ids, errors, strict=True)]
-        if not good:
-            batch["status"], batch["failed_at"] = "failed", int(time.time())
-            await self._save(batch, owner)
-            return
-        batch["status"], batch["in_progress_at"] = "in_progress", int(time.time())
-        await self._save(batch, owner)
-        out_lines: list[bytes] = []
+        if not progress:  # a fresh start
+            counts.update(total=len(good) + len(errors), failed=len(errors))
+            if errors:
+                batch["errors"] = {"object": "list", "data": errors}
+            if not good:
+                batch["status"], batch["failed_at"] = "failed", int(time.time())
+                await self._save(batch, owner)
+                return
+            err = b"".join(invalid_line(c, e) + b"\n" for c, e in zip(bad_ids, errors, strict=True))
+            await asyncio.to_thread(reset, out_path, b"")
+            await asyncio.to_thread(reset, err_path, err)
+            progress = {"done": 0, "out": 0, "err": len(err)}
+            batch["status"], batch["in_progress_at"] = "in_progress", int(time.time())
+            await self._save(batch, owner, progress)
+        else:  # resumed: drop what a window wrote past the last record
+            await asyncio.to_thread(cut, out_path, progress["out"])
+            await asyncio.to_thread(cut, err_path, progress["err"])
         cancelled = False
-        for start in range(0, len(good), WINDOW):
+        for start in range(progress["done"], len(good), WINDOW):
             if await self._cancel_asked(batch):
                 cancelled = True
                 break
+            await self.redis.expire(runner_key(batch["id"]), LOCK_TTL)
             window = good[start : start + WINDOW]
-            for ok, line in await asyncio.gather(*(self._one(c, b) for c, b in window)):
-                (out_lines if ok else err_lines).append(line)
-                counts["completed" if ok else "failed"] += 1
-            await self._save(batch, owner)
+            results = await asyncio.gather(*(self._one(c, b) for c, b in window))
+            outs = b"".join(line + b"\n" for ok, line in results if ok)
+            errs = b"".join(line + b"\n" for ok, line in results if not ok)
+            n_ok = sum(1 for ok, _ in results if ok)
+            counts["completed"] += n_ok
+            counts["failed"] += len(results) - n_ok
+            progress = {
+                "done": start + len(window),
+                "out": progress["out"] + await asyncio.to_thread(append, out_path, outs),
+                "err": progress["err"] + await asyncio.to_thread(append, err_path, errs),
+            }
+            await self._save(batch, owner, progress)
         cancelled = cancelled or await self._cancel_asked(batch)
         if not cancelled:
             batch["status"], batch["finalizing_at"] = "finalizing", int(time.time())
-            await self._save(batch, owner)
-        batch["output_file_id"] = await self._write(batch["id"], "output", out_lines, owner)
-        batch["error_file_id"] = await self._write(batch["id"], "error", err_lines, owner)
+            await self._save(batch, owner, progress)
+        for kind, path, field in (("output", out_path, "output_file_id"),
+                                  ("error", err_path, "error_file_id")):  # fmt: skip
+            name = f"{batch['id']}_{kind}.jsonl"
+            if path.exists() and path.stat().st_size:
+                f = await self.files.adopt(path, filename=name, purpose="batch_output", owner=owner)
+                batch[field] = f["id"]
+            else:
+                path.unlink(missing_ok=True)
         now = int(time.time())
         if cancelled:
             batch["status"], batch["cancelled_at"] = "cancelled", now
         else:
             batch["status"], batch["completed_at"] = "completed", now
         await self._save(batch, owner)
-
-    async def _write(self, batch_id: str, kind: str, lines: list[bytes], owner: str) -> str | None:
-        if not lines:
-            return None
-        data = b"\n".join(lines) + b"\n"
-        name = f"{batch_id}_{kind}.jsonl"
-        f = await self.files.create(data, filename=name, purpose="batch_output", owner=owner)
-        return f["id"]
 
     async def _one(self, custom_id: str, body: dict) -> tuple[bool, bytes]:
         """One line as POST /v1/embeddings: ``(ok, output or error line)``."""
@@ -320,6 +291,14 @@ class Batches:
         return True, output_line(custom_id, 200, result.body)
 
     async def close(self) -> None:
+        """Stop the runners (their batches stay active, for a resume) and free their locks."""
+        if self._resumer is not None:
+            self._resumer.cancel()
+        held = list(self.tasks)
         for task in list(self.tasks.values()):
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        for batch_id in held:
+            with contextlib.suppress(Exception):
+                if await self.redis.get(runner_key(batch_id)) == self.token.encode():
+                    await self.redis.delete(runner_key(batch_id))

@@ -13,6 +13,7 @@ key gets 404 for it. Servers sharing one Redis must share the files directory to
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from pathlib import Path
@@ -97,9 +98,21 @@ class FileStore:
             check_batch_input(data)
         file_id = FILE_ID_PREFIX + uuid.uuid4().hex
         await asyncio.to_thread(self._write, file_id, data)
+        return await self._register(file_id, len(data), filename, purpose, owner)
+
+    async def adopt(self, path: Path, *, filename: str, purpose: str, owner: str) -> dict:
+        """A file written elsewhere under ``root`` (a batch's output), moved in as a new file."""
+        file_id = FILE_ID_PREFIX + uuid.uuid4().hex
+        size = path.stat().st_size
+        await asyncio.to_thread(os.replace, path, self.path(file_id))
+        return await self._register(file_id, size, filename, purpose, owner)
+
+    async def _register(
+        self, file_id: str, size: int, filename: str, purpose: str, owner: str
+    ) -> dict:
         now = time.time()
         h = {
-            "id": file_id, "bytes": str(len(data)), "created_at": repr(now),
+            "id": file_id, "bytes": str(size), "created_at": repr(now),
             "filename": filename or "upload.jsonl", "purpose": purpose, "owner": owner,
         }  # fmt: skip
         pipe = self.redis.pipeline(transaction=True)

@@ -14,7 +14,11 @@ from app.routes.responses import json_response
 
 
 def _batches(request: Request) -> Batches:
-    ctx = request.app.ctx
+    return batches_of(request.app)
+
+
+def batches_of(app: Sanic) -> Batches:
+    ctx = app.ctx
     if getattr(ctx, "batches", None) is None:
         if ctx.backends is None:
             raise QueueUnavailable(
@@ -97,6 +101,13 @@ async def cancel_batch(request: Request, batch_id: str) -> HTTPResponse:
     return json_response(await _batches(request).cancel(batch_id, owner_of(request)))
 
 
+async def resume_batches(app: Sanic, _loop: object = None) -> None:
+    """Resume the batches a stopped or crashed server left active, once the model is ready."""
+    backends = app.ctx.backends
+    if backends is not None:
+        batches_of(app).start_resuming(lambda: backends.jobs is not None)
+
+
 async def close_batches(app: Sanic, _loop: object = None) -> None:
     batches = getattr(app.ctx, "batches", None)
     if batches is not None:
@@ -117,4 +128,5 @@ def register(app: Sanic) -> None:
     ]
     for handler, uri, method, name in routes:
         app.add_route(handler, uri, methods=[method], name=name)
+    app.register_listener(resume_batches, "after_server_start")
     app.register_listener(close_batches, "before_server_stop")

@@ -247,3 +247,51 @@ def test_readme_example_runs(served: Served) -> None:
     assert scope["batch"].status == "completed"
     assert scope["batch"].request_counts.completed == 2
     assert scope["vector"] and scope["out"]["custom_id"] == "doc-1"
+
+
+def test_server_restart_mid_batch_resumes_without_redoing_lines(tmp_path) -> None:
+    """Stop the server mid-batch; a new server on the same Redis and data dir finishes it:
+    every line exactly once in the output, and no line forwarded twice beyond the one window
+    that was in flight."""
+    from app.batches import WINDOW
+    from app.redis_embedded import start_fakeredis
+
+    handle = start_fakeredis()
+    settings = dataclasses.replace(
+        MV_SETTINGS, api_keys=(KEY_A,), data_dir=tmp_path, cache=False, queue_threshold=100
+    )
+
+    def start() -> tuple[Served, object, FakeAdapter]:
+        adapter = FakeAdapter(
+            kind="multi_vector", name=MV_MODEL, dim=8, max_tokens=16, forward_delay=0.02
+        )
+        served, thread, _ = serve_with_jobs(settings, adapter, handle)
+        return served, thread, adapter
+
+    n = 120
+    first, thread, adapter_a = start()
+    client = _client(first)
+    data = b"\n".join(_line(f"r{i}", b) for i, b in enumerate(_bodies(n)))
+    f = client.files.create(file=("in.jsonl", data), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h"
+    )
+    deadline = time.time() + 30
+    while client.batches.retrieve(batch.id).request_counts.completed < 2 * WINDOW:
+        assert time.time() < deadline
+        time.sleep(0.02)
+    thread.stop()  # type: ignore[attr-defined]
+    second, thread, adapter_b = start()
+    try:
+        client = _client(second)
+        assert client.batches.retrieve(batch.id).status == "in_progress"
+        done = _wait(client, batch.id)
+        assert done.status == "completed"
+        assert done.request_counts.completed == n and done.request_counts.failed == 0
+        ids = [x["custom_id"] for x in _jsonl(client, done.output_file_id)]
+        assert sorted(ids) == sorted(f"r{i}" for i in range(n))  # each line exactly once
+        forwarded = sum(adapter_a.batches) + sum(adapter_b.batches)
+        assert 2 * n <= forwarded <= 2 * (n + WINDOW)
+        assert sum(adapter_b.batches) < 2 * n  # the second server did not start over
+    finally:
+        thread.stop()  # type: ignore[attr-defined]

@@ -23,11 +23,11 @@ import redis.asyncio
 
 from app.cache import KEY_PREFIX
 from app.errors import FileNotFound, InvalidRequest
+from app.uploads import receive
 
 FILE_ID_PREFIX = "file-"
 MAX_FILE_BYTES = 200 * 1024 * 1024  # OpenAI's limit for a batch input file
 MAX_FILE_LINES = 50_000
-PURPOSES = frozenset({"batch", "batch_output"})
 
 
 def file_key(file_id: str) -> str:
@@ -56,20 +56,6 @@ def file_object(h: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def check_batch_input(data: bytes) -> None:
-    """OpenAI's limits on a batch input file (the lines themselves are checked by a batch)."""
-    if len(data) > MAX_FILE_BYTES:
-        raise InvalidRequest(f"the file is over {MAX_FILE_BYTES} bytes", param="file")
-    lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
-    if lines > MAX_FILE_LINES:
-        raise InvalidRequest(
-            f"the file has {lines} lines; a batch input file has at most {MAX_FILE_LINES}",
-            param="file",
-        )
-    if not data.strip():
-        raise InvalidRequest("the file is empty", param="file")
-
-
 class FileStore:
     """Files on disk under ``root``, metadata in Redis (one asyncio client, bound lazily)."""
 
@@ -87,18 +73,34 @@ class FileStore:
     def path(self, file_id: str) -> Path:
         return self.root / file_id
 
-    async def create(self, data: bytes, *, filename: str, purpose: str, owner: str) -> dict:
-        if purpose not in PURPOSES:
-            raise InvalidRequest(
-                f"purpose must be 'batch' (this server keeps files for the Batch API), "
-                f"not {purpose!r}",
-                param="purpose",
-            )
-        if purpose == "batch":
-            check_batch_input(data)
+    async def upload(self, request: Any, owner: str) -> dict:
+        """POST /v1/files: the multipart body streamed to disk, then checked and registered."""
         file_id = FILE_ID_PREFIX + uuid.uuid4().hex
-        await asyncio.to_thread(self._write, file_id, data)
-        return await self._register(file_id, len(data), filename, purpose, owner)
+        part = self.root / f"{file_id}.part"
+        up = await receive(request, part, MAX_FILE_BYTES, MAX_FILE_LINES)
+        try:
+            purpose = up.fields.get("purpose", "")
+            if not up.has_file:
+                raise InvalidRequest("send the file as multipart/form-data field 'file'", "file")
+            if purpose != "batch":
+                raise InvalidRequest(
+                    f"purpose must be 'batch' (this server keeps files for the Batch API), "
+                    f"not {purpose!r}",
+                    param="purpose",
+                )
+            if up.lines > MAX_FILE_LINES:
+                raise InvalidRequest(
+                    f"the file has {up.lines} lines; a batch input file has at most "
+                    f"{MAX_FILE_LINES}",
+                    param="file",
+                )
+            if not up.size:
+                raise InvalidRequest("the file is empty", param="file")
+            await asyncio.to_thread(os.replace, part, self.path(file_id))
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        return await self._register(file_id, up.size, up.filename, purpose, owner)
 
     async def adopt(self, path: Path, *, filename: str, purpose: str, owner: str) -> dict:
         """A file written elsewhere under ``root`` (a batch's output), moved in as a new file."""
@@ -121,12 +123,6 @@ class FileStore:
         await pipe.execute()
         return file_object(h)
 
-    def _write(self, file_id: str, data: bytes) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.path(file_id).with_suffix(".part")
-        tmp.write_bytes(data)
-        tmp.replace(self.path(file_id))
-
     async def meta(self, file_id: str, owner: str) -> dict[str, str]:
         raw = await self.redis.hgetall(file_key(file_id)) if file_id.startswith("file-") else {}
         h = {_s(k): _s(v) for k, v in raw.items()}
@@ -138,15 +134,18 @@ class FileStore:
         return file_object(await self.meta(file_id, owner))
 
     async def content(self, file_id: str, owner: str) -> bytes:
+        return await asyncio.to_thread((await self.content_path(file_id, owner)).read_bytes)
+
+    async def content_path(self, file_id: str, owner: str) -> Path:
         await self.meta(file_id, owner)
-        try:
-            return await asyncio.to_thread(self.path(file_id).read_bytes)
-        except FileNotFoundError:
+        path = self.path(file_id)
+        if not path.is_file():
             raise FileNotFound(
                 f"the content of file {file_id!r} is not in this server's files directory "
                 f"({self.root}); servers sharing one Redis must share that directory",
                 param="file_id",
-            ) from None
+            )
+        return path
 
     async def list(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sanic import HTTPResponse, Request, Sanic
+from sanic.response import file_stream
 
 from app.auth import owner_of
 from app.batches import Batches
@@ -42,15 +43,8 @@ def _limit(request: Request, default: int, most: int) -> int:
 
 
 async def upload_file(request: Request) -> HTTPResponse:
-    upload = request.files.get("file") if request.files else None
-    if upload is None:
-        raise InvalidRequest("send the file as multipart/form-data field 'file'", param="file")
-    purpose = (request.form.get("purpose") if request.form else None) or ""
-    store = _batches(request).files
-    obj = await store.create(
-        upload.body, filename=upload.name or "", purpose=purpose, owner=owner_of(request)
-    )
-    return json_response(obj)
+    """A ``stream=True`` route: the body is read by :mod:`app.uploads`, to disk."""
+    return json_response(await _batches(request).files.upload(request, owner_of(request)))
 
 
 async def list_files(request: Request) -> HTTPResponse:
@@ -69,8 +63,8 @@ async def get_file(request: Request, file_id: str) -> HTTPResponse:
 
 
 async def file_content(request: Request, file_id: str) -> HTTPResponse:
-    data = await _batches(request).files.content(file_id, owner_of(request))
-    return HTTPResponse(data, content_type="application/jsonl")
+    path = await _batches(request).files.content_path(file_id, owner_of(request))
+    return await file_stream(path, mime_type="application/jsonl")  # streamed, not read whole
 
 
 async def delete_file(request: Request, file_id: str) -> HTTPResponse:
@@ -127,6 +121,7 @@ def register(app: Sanic) -> None:
         (cancel_batch, "/v1/batches/<batch_id>/cancel", "POST", "batch_cancel"),
     ]
     for handler, uri, method, name in routes:
-        app.add_route(handler, uri, methods=[method], name=name)
+        stream = handler is upload_file
+        app.add_route(handler, uri, methods=[method], name=name, stream=stream)
     app.register_listener(resume_batches, "after_server_start")
     app.register_listener(close_batches, "before_server_stop")

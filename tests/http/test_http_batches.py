@@ -86,6 +86,17 @@ def test_files_upload_list_get_content_delete(served: Served) -> None:
 
 def test_file_limits(served: Served) -> None:
     client = _client(served)
+    # streamed to disk: over this server's --max-body-bytes (256 KiB), under OpenAI's 200 MB
+    big = b"".join(_line(f"r{i}", {"model": MV_MODEL, "input": "x" * 200}) + b"\n"
+                   for i in range(4000))  # fmt: skip
+    assert len(big) > served.settings.max_body_bytes * 3
+    f = client.files.create(file=("big.jsonl", big), purpose="batch")
+    assert f.bytes == len(big) and client.files.content(f.id).content == big
+    client.files.delete(f.id)
+    plain = httpx.post(
+        served.url + "/v1/files", json={"purpose": "batch"}, headers={"x-api-key": KEY_A}
+    )
+    assert plain.status_code == 400 and plain.json()["error"]["param"] == "file"
     with pytest.raises(openai.BadRequestError) as exc:
         client.files.create(file=("in.jsonl", b"{}\n" * 50_001), purpose="batch")
     assert "50000" in str(exc.value)

@@ -239,10 +239,18 @@ class Batches:
         else:  # resumed: drop what a window wrote past the last record
             await asyncio.to_thread(cut, out_path, progress["out"])
             await asyncio.to_thread(cut, err_path, progress["err"])
-        cancelled = False
+        ended: str | None = None  # "cancelled" | "expired"
         for start in range(progress["done"], len(good), WINDOW):
             if await self._cancel_asked(batch):
-                cancelled = True
+                ended = "cancelled"
+                break
+            if time.time() >= batch["expires_at"]:  # OpenAI: the rest fail as batch_expired
+                ended = "expired"
+                err = {"code": "batch_expired", "message": "the batch expired (24h) first"}
+                rest = b"".join(invalid_line(c, err) + b"\n" for c, _ in good[start:])
+                counts["failed"] += len(good) - start
+                size = await asyncio.to_thread(append, err_path, rest)
+                progress = {**progress, "done": len(good), "err": progress["err"] + size}
                 break
             await self.redis.expire(runner_key(batch["id"]), LOCK_TTL)
             window = good[start : start + WINDOW]
@@ -258,8 +266,9 @@ class Batches:
                 "err": progress["err"] + await asyncio.to_thread(append, err_path, errs),
             }
             await self._save(batch, owner, progress)
-        cancelled = cancelled or await self._cancel_asked(batch)
-        if not cancelled:
+        if ended is None and await self._cancel_asked(batch):
+            ended = "cancelled"
+        if ended is None:
             batch["status"], batch["finalizing_at"] = "finalizing", int(time.time())
             await self._save(batch, owner, progress)
         for kind, path, field in (("output", out_path, "output_file_id"),
@@ -270,11 +279,8 @@ class Batches:
                 batch[field] = f["id"]
             else:
                 path.unlink(missing_ok=True)
-        now = int(time.time())
-        if cancelled:
-            batch["status"], batch["cancelled_at"] = "cancelled", now
-        else:
-            batch["status"], batch["completed_at"] = "completed", now
+        status = ended or "completed"
+        batch["status"], batch[f"{status}_at"] = status, int(time.time())
         await self._save(batch, owner)
 
     async def _one(self, custom_id: str, body: dict) -> tuple[bool, bytes]:

@@ -260,10 +260,9 @@ def test_readme_example_runs(served: Served) -> None:
     assert scope["vector"] and scope["out"]["custom_id"] == "doc-1"
 
 
-def test_server_restart_mid_batch_resumes_without_redoing_lines(tmp_path) -> None:
-    """Stop the server mid-batch; a new server on the same Redis and data dir finishes it:
-    every line exactly once in the output, and no line forwarded twice beyond the one window
-    that was in flight."""
+def _stopped_mid_batch(tmp_path: Path, n: int):
+    """A batch of ``n`` lines on a server stopped after its first windows: (handle, settings,
+    batch id)."""
     from app.batches import WINDOW
     from app.redis_embedded import start_fakeredis
 
@@ -271,16 +270,7 @@ def test_server_restart_mid_batch_resumes_without_redoing_lines(tmp_path) -> Non
     settings = dataclasses.replace(
         MV_SETTINGS, api_keys=(KEY_A,), data_dir=tmp_path, cache=False, queue_threshold=100
     )
-
-    def start() -> tuple[Served, object, FakeAdapter]:
-        adapter = FakeAdapter(
-            kind="multi_vector", name=MV_MODEL, dim=8, max_tokens=16, forward_delay=0.02
-        )
-        served, thread, _ = serve_with_jobs(settings, adapter, handle)
-        return served, thread, adapter
-
-    n = 120
-    first, thread, adapter_a = start()
+    first, thread, adapter = _start(settings, handle)
     client = _client(first)
     data = b"\n".join(_line(f"r{i}", b) for i, b in enumerate(_bodies(n)))
     f = client.files.create(file=("in.jsonl", data), purpose="batch")
@@ -292,11 +282,30 @@ def test_server_restart_mid_batch_resumes_without_redoing_lines(tmp_path) -> Non
         assert time.time() < deadline
         time.sleep(0.02)
     thread.stop()  # type: ignore[attr-defined]
-    second, thread, adapter_b = start()
+    return handle, settings, batch.id, adapter
+
+
+def _start(settings, handle) -> tuple[Served, object, FakeAdapter]:
+    adapter = FakeAdapter(
+        kind="multi_vector", name=MV_MODEL, dim=8, max_tokens=16, forward_delay=0.02
+    )
+    served, thread, _ = serve_with_jobs(settings, adapter, handle)
+    return served, thread, adapter
+
+
+def test_server_restart_mid_batch_resumes_without_redoing_lines(tmp_path) -> None:
+    """Stop the server mid-batch; a new server on the same Redis and data dir finishes it:
+    every line exactly once in the output, and no line forwarded twice beyond the one window
+    that was in flight."""
+    from app.batches import WINDOW
+
+    n = 120
+    handle, settings, batch_id, adapter_a = _stopped_mid_batch(tmp_path, n)
+    second, thread, adapter_b = _start(settings, handle)
     try:
         client = _client(second)
-        assert client.batches.retrieve(batch.id).status == "in_progress"
-        done = _wait(client, batch.id)
+        assert client.batches.retrieve(batch_id).status == "in_progress"
+        done = _wait(client, batch_id)
         assert done.status == "completed"
         assert done.request_counts.completed == n and done.request_counts.failed == 0
         ids = [x["custom_id"] for x in _jsonl(client, done.output_file_id)]
@@ -304,5 +313,30 @@ def test_server_restart_mid_batch_resumes_without_redoing_lines(tmp_path) -> Non
         forwarded = sum(adapter_a.batches) + sum(adapter_b.batches)
         assert 2 * n <= forwarded <= 2 * (n + WINDOW)
         assert sum(adapter_b.batches) < 2 * n  # the second server did not start over
+    finally:
+        thread.stop()  # type: ignore[attr-defined]
+
+
+def test_an_expired_batch_keeps_its_done_lines_and_fails_the_rest(tmp_path) -> None:
+    from app.batches import batch_key
+
+    n = 120
+    handle, settings, batch_id, _ = _stopped_mid_batch(tmp_path, n)
+    r = handle.sync_client()
+    rec = orjson.loads(r.get(batch_key(batch_id)))
+    rec["batch"]["expires_at"] = int(time.time()) - 1  # its 24 hours are up
+    r.set(batch_key(batch_id), orjson.dumps(rec))
+    second, thread, _ = _start(settings, handle)
+    try:
+        client = _client(second)
+        done = _wait(client, batch_id)
+        assert done.status == "expired" and done.expired_at
+        counts = done.request_counts
+        assert counts.total == n and counts.completed >= 16
+        assert counts.completed + counts.failed == n
+        assert len(_jsonl(client, done.output_file_id)) == counts.completed
+        errs = _jsonl(client, done.error_file_id)
+        assert len(errs) == counts.failed
+        assert {e["error"]["code"] for e in errs} == {"batch_expired"}
     finally:
         thread.stop()  # type: ignore[attr-defined]

@@ -89,6 +89,14 @@ class JobNotFound(NotFound):
     code = "job_not_found"
 
 
+class FileNotFound(NotFound):
+    code = "file_not_found"
+
+
+class BatchNotFound(NotFound):
+    code = "batch_not_found"
+
+
 class MethodNotAllowed(ApiError):
     status, code, error_type = 405, "method_not_allowed", "invalid_request_error"
 

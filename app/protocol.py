@@ -132,6 +132,17 @@ class ScoreRequest(BaseModel):
     truncate: StrictBool = False
 
 
+class BatchCreateRequest(BaseModel):
+    """POST /v1/batches (OpenAI's shape; only the embeddings endpoint is served)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    input_file_id: StrictStr
+    endpoint: Literal["/v1/embeddings"]
+    completion_window: Literal["24h"]
+    metadata: dict[str, StrictStr] | None = None
+
+
 def parse_model(cls: type[BaseModel], body: Any) -> Any:
     if not isinstance(body, dict):
         raise InvalidRequest(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sanic import Sanic
 
-from app.routes import embeddings, health, jobs, metrics, models, scoring
+from app.routes import batches, embeddings, health, jobs, metrics, models, scoring
 
 
 def register_routes(app: Sanic) -> None:
@@ -14,6 +14,7 @@ def register_routes(app: Sanic) -> None:
     health.register(app)
     metrics.register(app)
     scoring.register(app)
+    batches.register(app)
 
 
 __all__ = ["register_routes"]

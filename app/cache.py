@@ -45,7 +45,7 @@ STATS_MISSES = KEY_PREFIX + "stats:cache:misses"
 KEY_VERSION = b"mlxemb-cache-v1"
 NO_EXPIRY_TTL = 10 * 365 * 24 * 3600  # "no expiry" still needs a TTL to stay evictable
 
-_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
 # ---- keys ----------------------------------------------------------------------------------
@@ -301,7 +301,7 @@ class EmbeddingCache(_CacheBase):
             pipe.mget(wanted)
             self._flush_counters(pipe)
             blobs = (await pipe.execute())[0]
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             self._avail.failed(exc)
             return self._skip_keys(keys)
         self._avail.succeeded()
@@ -321,7 +321,7 @@ class EmbeddingCache(_CacheBase):
                 pipe.set(key, encode_embedding(emb), ex=self.ttl)
             self._flush_counters(pipe)
             await pipe.execute()
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             self._avail.failed(exc)
             return
         self._avail.succeeded()
@@ -335,7 +335,7 @@ class EmbeddingCache(_CacheBase):
         self._flush_counters(pipe)
         try:
             await pipe.execute()
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             self._avail.failed(exc)
 
     async def close(self) -> None:
@@ -367,7 +367,7 @@ class SyncEmbeddingCache(_CacheBase):
             pipe.mget(wanted)
             self._flush_counters(pipe)
             blobs = pipe.execute()[0]
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             self._avail.failed(exc)
             self._skip(len(wanted))
             return [None] * len(keys)
@@ -384,7 +384,7 @@ class SyncEmbeddingCache(_CacheBase):
                 pipe.set(key, encode_embedding(emb), ex=self.ttl)
             self._flush_counters(pipe)
             pipe.execute()
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             self._avail.failed(exc)
             return
         self._avail.succeeded()

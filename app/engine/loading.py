@@ -73,7 +73,7 @@ def bound_mlx_cache(limit_mb: int) -> None:
 
 
 def release_mlx_cache() -> None:
-    from app.memory import trim
+    from app.malloc_trim import trim
 
     mx.clear_cache()
     trim()

@@ -22,7 +22,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from app.cache import decode_embedding
+from app.cache import REDIS_DOWN, decode_embedding
 from app.engine.base import Embedding
 from app.errors import (
     JobCancelled,
@@ -31,6 +31,7 @@ from app.errors import (
     JobNotFound,
     JobTimeout,
     QueueUnavailable,
+    error_record,
     rebuild_error,
 )
 from app.jobs import chunks, store
@@ -41,14 +42,12 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-
 
 @contextlib.contextmanager
 def queue_errors() -> Iterator[None]:
     try:
         yield
-    except _REDIS_DOWN as exc:
+    except REDIS_DOWN as exc:
         raise QueueUnavailable(
             f"the job queue (Redis) is unreachable ({type(exc).__name__}); retry later",
             headers={"Retry-After": "5"},
@@ -108,7 +107,7 @@ class JobClient:
                                chunk_size=s.job_chunk_size, timeout=s.job_timeout,
                                options=options)  # fmt: skip
             except Exception as exc:
-                store.fail(self.sync, job_id, store.error_body(f"could not enqueue: {exc}"))
+                store.fail(self.sync, job_id, error_record(JobFailed(f"could not enqueue: {exc}")))
                 raise
 
         with queue_errors():
@@ -161,7 +160,7 @@ class JobClient:
         else:
             msg += "; start one (or a server with its local worker)"
         log.warning("job %s: %s", st.id, msg)
-        return store.fail(r, st.id, store.error_body(msg))
+        return store.fail(r, st.id, error_record(JobFailed(msg)))
 
     async def result(
         self, job_id: str, status: JobStatus | None = None, *, owner: str | None = None
@@ -174,7 +173,7 @@ class JobClient:
         if st.status == "cancelled":
             raise JobCancelled(f"job {job_id} was cancelled; it has no result", "job_id")
         if st.status != "succeeded":
-            cause = st.error or store.error_body("the job failed")
+            cause = st.error or JobFailed("the job failed").body()
             raise JobFailed(f"job {job_id} failed: {cause['error'].get('message', '')}", "job_id")
         with queue_errors():
             blobs = await self._aredis().hgetall(job_key(job_id, "out"))
@@ -211,7 +210,7 @@ class JobClient:
             while True:
                 st = await self.status(job_id)
                 if st.status == "failed":
-                    raise rebuild_error(st.error or store.error_body("the job failed"))
+                    raise rebuild_error(st.error or error_record(JobFailed("the job failed")))
                 if st.finished:
                     return await self.result(job_id, st)
                 left = deadline - loop.time()

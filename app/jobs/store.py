@@ -44,10 +44,6 @@ def _s(v: bytes | str | None) -> str:
     return v.decode() if isinstance(v, bytes) else (v or "")
 
 
-def error_body(message: str, code: str = "job_failed") -> dict:
-    return {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
-
-
 @dataclass
 class JobStatus:
     id: str

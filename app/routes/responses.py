@@ -8,7 +8,7 @@ from typing import Any
 from sanic import HTTPResponse, Request
 
 from app.encoding import dumps
-from app.memory import trim
+from app.malloc_trim import trim
 
 # Responses holding more floats than this are serialised off the event loop ...
 INLINE_SERIALISE_FLOATS = 200_000

@@ -3,8 +3,9 @@ embedding cache, the job client and the in-process worker, and the supervisor th
 embedded redis-server that died.
 
 Redis starts with the server (from the main thread, so Linux's parent-death signal applies);
-the job client and the local worker need the model's fingerprint, so they start once the engine
-has loaded the model. Until then (or when Redis is unreachable) job routes answer 503.
+the job clients and the local worker need the models' fingerprints (one queue per model setup),
+so they start once the engine has loaded its models. Until then (or when Redis is unreachable)
+job routes answer 503. One local worker serves the queues of every model the server holds.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Backends:
         self.settings = settings
         self.handle = handle
         self.cache = EmbeddingCache.from_settings(handle, settings)
-        self.jobs: JobClient | None = None
+        self.job_clients: dict[str, JobClient] = {}  # served model name -> its job client
         self.local_worker: Any = None
         self.redis_restarts = 0
         self._tasks: list[asyncio.Task] = []
@@ -47,27 +48,39 @@ class Backends:
         if self.handle.kind == "embedded":
             self._tasks.append(asyncio.create_task(self._supervise_redis()))
 
+    @property
+    def jobs(self) -> JobClient | None:
+        """The first model's job client (None until the models have loaded)."""
+        return next(iter(self.job_clients.values()), None)
+
+    def jobs_for(self, model: str) -> JobClient | None:
+        return self.job_clients.get(model)
+
     async def _attach_when_ready(self, engine: Any) -> None:
         while not engine.ready:
             if engine.load_error is not None:
                 return
             await asyncio.sleep(0.05)
-        jobs = JobClient(self.handle, self.settings, engine.info.fingerprint)
+        clients = {
+            s.model_name: JobClient(self.handle, s, engine.info_of(s.model_name).fingerprint)
+            for s in self.settings.per_model()
+        }
         if not self.settings.local_worker:
-            self.jobs = jobs
+            self.job_clients = clients
             return
         from app.jobs.worker import LocalWorker
 
+        views = {c.queue: engine.view(name) for name, c in clients.items()}
         failing = False
         while True:
-            worker = LocalWorker(engine, self.handle, self.settings, jobs.queue)
+            worker = LocalWorker(views, self.handle, self.settings)
             self.local_worker = worker  # stopped by close(), registered or not
             try:
                 await worker.start()
-                self.jobs = jobs
+                self.job_clients = clients
                 return
             except RuntimeError as exc:  # Redis unreachable: the jobs API says so meanwhile
-                self.jobs = jobs
+                self.job_clients = clients
                 if not failing:
                     log.warning("%s; retrying every 2 s", exc)
                 failing = True
@@ -91,13 +104,14 @@ class Backends:
                 log.error("could not restart the embedded redis-server: %s", exc)
                 delay = min(30.0, delay * 2)
 
-    def job_client(self) -> JobClient:
-        if self.jobs is None:
+    def job_client(self, model: str | None = None) -> JobClient:
+        jobs = self.jobs if model is None else self.job_clients.get(model)
+        if jobs is None:
             raise ModelNotReady(
                 "the model is still loading; the jobs API opens when it is ready",
                 headers={"Retry-After": "2"},
             )
-        return self.jobs
+        return jobs
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -106,8 +120,8 @@ class Backends:
                 await task
         if self.local_worker is not None:
             await asyncio.to_thread(self.local_worker.stop)
-        if self.jobs is not None:
-            await self.jobs.close()
+        for jobs in self.job_clients.values():
+            await jobs.close()
         with contextlib.suppress(Exception):
             await self.cache.close()
 
@@ -125,17 +139,24 @@ class Backends:
             redis_info["restarts"] = self.redis_restarts
         info: dict[str, Any] = {"redis": redis_info}
         jobs = self.jobs
-        workers = None
-        if jobs is not None:
-            try:
-                workers = await asyncio.to_thread(jobs.workers)
-            except Exception as exc:
-                redis_info["status"] = f"unreachable: {type(exc).__name__}"
+        alive: dict[str, int] = {}
+        try:
+            for name, client in self.job_clients.items():
+                alive[name] = await asyncio.to_thread(client.workers)
+        except Exception as exc:
+            redis_info["status"] = f"unreachable: {type(exc).__name__}"
+            alive = {}
+        workers = next(iter(alive.values()), None)  # the first model's
         if jobs is None:
             info["jobs_api"] = "starting"
         else:
             info["jobs_api"] = "open" if workers is not None else "unavailable"
         info["workers"] = {"queue": jobs.queue if jobs else None, "alive": workers}
+        if len(self.job_clients) > 1:  # each model's queue and its live workers
+            info["workers"]["models"] = {
+                name: {"queue": c.queue, "alive": alive.get(name)}
+                for name, c in self.job_clients.items()
+            }
         local = self.local_worker
         info["local_worker"] = bool(local is not None and local.registered and local.alive)
         info["cache"] = {"enabled": self.cache.enabled, **self.cache.stats.as_dict()}

@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "mlx-embeddings-serve
 def _keys_or_none(settings: Settings) -> KeyRing | None:
     """The API keys, or None after logging why the server must not start (a --model path
     that does not exist, an unreadable key file, an open server on a non-loopback address)."""
-    problem = model_path_problem(settings.model)
+    problem = next(filter(None, (model_path_problem(s.model) for s in settings.per_model())), None)
     keys = None
     if problem is None:
         try:
@@ -94,7 +94,8 @@ def _serve(settings: Settings, backends: Backends, keys: KeyRing) -> int:
                 err = engine.load_error
                 log.error(
                     "cannot serve %s: the model failed to load: %s: %s (--log-level debug "
-                    "shows the traceback)", settings.model, type(err).__name__, err,
+                    "shows the traceback)", settings.source_of(engine.failed_model),
+                    type(err).__name__, err,
                 )  # fmt: skip
                 app.stop()
                 return
@@ -102,10 +103,9 @@ def _serve(settings: Settings, backends: Backends, keys: KeyRing) -> int:
 
     app.add_task(stop_if_the_model_fails(app))
     log.info(
-        "serving %s (from %s) on http://%s:%d/v1 - the model loads in the background; "
+        "serving %s on http://%s:%d/v1 - the model loads in the background; "
         "GET /health answers 200 once it is ready",
-        settings.model_name,
-        settings.model,
+        ", ".join(f"{s.model_name} (from {s.model})" for s in settings.per_model()),
         settings.host,
         settings.port,
     )

@@ -26,6 +26,7 @@ from app.errors import (
     UriTooLong,
 )
 from app.metrics import Metrics
+from app.model_router import ModelRouter
 from app.routes import register_routes
 from app.routes.responses import json_response
 from app.service import EmbeddingService
@@ -116,6 +117,12 @@ def _unique_name(name: str | None) -> str:
     return f"{APP_NAME}_{uuid.uuid4().hex[:8]}"
 
 
+def _resolver(settings: Settings, engine: Any) -> InputResolverLike:
+    from app.inputs import InputResolver
+
+    return InputResolver(settings, modalities=lambda: engine.info.modalities)
+
+
 def create_app(
     settings: Settings,
     engine: Engine,
@@ -125,16 +132,26 @@ def create_app(
     name: str | None = None,
     keys: KeyRing | None = None,
 ) -> Sanic:
-    """The application serving ``engine`` (already started; it may still be loading).
+    """The application serving ``engine`` (already started; it may still be loading), with
+    every model of ``settings`` (``--model`` repeated; ``engine.view(name)`` each).
 
-    ``resolver``: the InputResolver (default: one built from ``settings``); it and the engine
-    are closed when the server stops. ``backends``: Redis cache, job store and local worker
-    (``app.backends.Backends.start``); without them the server computes everything inline and
-    has no jobs API. ``keys``: the API keys (default: read from ``settings``)."""
-    if resolver is None:
-        from app.inputs import InputResolver
-
-        resolver = InputResolver(settings, modalities=lambda: engine.info.modalities)
+    ``resolver``: the InputResolver of a one-model server (default: one built from
+    ``settings`` per model); the resolvers and the engine are closed when the server stops.
+    ``backends``: Redis cache, job store and local worker (``app.backends.Backends.start``);
+    without them the server computes everything inline and has no jobs API. ``keys``: the API
+    keys (default: read from ``settings``)."""
+    services: dict[str, EmbeddingService] = {}
+    resolvers: list[InputResolverLike] = []
+    per_model = settings.per_model()
+    if resolver is not None and len(per_model) > 1:
+        raise ValueError("a resolver can be given for a one-model server only")
+    for model_settings in per_model:
+        view = engine.view(model_settings.model_name) if hasattr(engine, "view") else engine
+        model_resolver = resolver if resolver is not None else _resolver(model_settings, view)
+        resolvers.append(model_resolver)
+        services[model_settings.model_name] = EmbeddingService(
+            model_settings, view, model_resolver, backends
+        )
     app = Sanic(_unique_name(name), error_handler=OpenAIErrorHandler(), configure_logging=False)
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
     # A synchronous request may wait for a queued job up to job_timeout.
@@ -147,9 +164,9 @@ def create_app(
 
     app.ctx.settings = settings
     app.ctx.engine = engine
-    app.ctx.resolver = resolver
+    app.ctx.resolver = resolvers[0]
     app.ctx.backends = backends
-    app.ctx.service = EmbeddingService(settings, engine, resolver, backends)
+    app.ctx.service = ModelRouter(services)
     app.ctx.created = int(time.time())
     app.ctx.health_probes = []
     if backends is not None:
@@ -171,7 +188,8 @@ def create_app(
         try:
             if backends is not None:
                 await backends.close()
-            await resolver.aclose()
+            for model_resolver in resolvers:
+                await model_resolver.aclose()
         finally:
             await asyncio.to_thread(engine.close)
 

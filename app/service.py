@@ -239,7 +239,7 @@ class EmbeddingService:
     ) -> tuple[list[Embedding] | None, str | None]:
         """Run the misses as a job and wait; ``(None, None)`` when no job can run (the queue
         is down or no worker serves this model): then they are computed inline."""
-        jobs = self.backends.jobs if self.backends is not None else None
+        jobs = self.backends.jobs_for(self.model_name) if self.backends is not None else None
         if jobs is None:
             return None, None
         try:
@@ -332,7 +332,7 @@ class EmbeddingService:
                 "this server runs without Redis, so it has no jobs API",
                 headers={"Retry-After": "60"},
             )
-        return self.backends.job_client()
+        return self.backends.job_client(self.model_name)
 
     # ---- the response ------------------------------------------------------------------------
     def _result(

@@ -31,8 +31,19 @@ def default_data_dir() -> Path:
 @dataclass(frozen=True)
 class Settings:
     # --- core server ---
-    model: str = _opt("Hub id or local directory of the model to serve (required).", default="")
-    served_model_name: str = _opt("Name clients send as `model` (default: --model).", default="")
+    model: str = _opt(
+        "Hub id or local directory of the model to serve (required), optionally "
+        "`ID=served-name`; repeat the flag to serve several models from one process, all on "
+        "the one MLX thread (env: comma-separated).",
+        default="",
+        many=True,
+    )
+    served_model_name: str = _opt(
+        "Name clients send as `model` for the first --model (default: its ID).", default=""
+    )
+    extra_models: tuple[str, ...] = _opt(
+        "The second and later --model values, each `ID=served-name`.", default=(), cli=False
+    )
     host: str = _opt("Interface to listen on.", default="127.0.0.1")
     port: int = _opt("TCP port.", default=8888)
     log_level: str = _opt("Log level (debug, info, warning, error).", default="info")
@@ -207,6 +218,26 @@ class Settings:
         return self.served_model_name or self.model
 
     @property
+    def model_names(self) -> tuple[str, ...]:
+        """The served names of every model, the first one first."""
+        return tuple(s.model_name for s in self.per_model())
+
+    def source_of(self, name: str | None) -> str:
+        """The --model value (hub id or directory) of the served model ``name``."""
+        found = (s.model for s in self.per_model() if s.model_name == name)
+        return next(found, self.model)
+
+    def per_model(self) -> tuple[Settings, ...]:
+        """One Settings per served model (its ``model`` and ``served_model_name``; the rest is
+        shared), the first model first."""
+        first = dataclasses.replace(self, extra_models=())
+        rest = []
+        for spec in self.extra_models:
+            model, _, name = spec.partition("=")
+            rest.append(dataclasses.replace(first, model=model, served_model_name=name))
+        return (first, *rest)
+
+    @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir if self.data_dir is not None else default_data_dir()
 
@@ -257,12 +288,12 @@ def build_parser(
 ):
     parser = argparse.ArgumentParser(prog=prog, parents=list(parents), description=description)
     for f in dataclasses.fields(Settings):
-        if only is not None and f.name not in only:
+        if (only is not None and f.name not in only) or not f.metadata.get("cli", True):
             continue
         flag = flag_of(f)
         env = ENV_PREFIX + f.name.upper()
         help_text = f"{f.metadata['help']} [env {env}]"
-        if f.metadata.get("flag"):  # a repeatable flag (--api-key K1 --api-key K2)
+        if f.metadata.get("flag") or f.metadata.get("many"):  # repeatable (--api-key K1 ...)
             parser.add_argument(flag, dest=f.name, action="append", default=None, help=help_text)
         elif _field_type(f) == "bool":
             parser.add_argument(
@@ -298,6 +329,11 @@ def load_settings(
     values: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
         cli = getattr(args, f.name, None)
+        if f.metadata.get("many"):  # --model A --model B=b, or MLX_EMB_MODEL=A,B=b
+            raw = cli if cli is not None else env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values.update(_model_specs(raw, parser))
+            continue
         if isinstance(cli, list):  # appended: each value may itself be a comma list
             cli = tuple(x for raw in cli for x in _convert(f, raw))
         if cli is not None:
@@ -309,7 +345,19 @@ def load_settings(
                 values[f.name] = _convert(f, raw)
             except ValueError as exc:
                 parser.error(f"{ENV_PREFIX}{f.name.upper()}: {exc}")
+    named = values.pop("_first_name", None)  # --model ID=name of the first model
+    if named:
+        other = values.get("served_model_name")
+        if other and other != named:
+            parser.error(
+                f"--served-model-name {other!r} and --model ...={named!r} name the first "
+                "model twice; give one"
+            )
+        values["served_model_name"] = named
     settings = Settings(**values)
+    names = settings.model_names
+    if len(set(names)) != len(names):
+        parser.error(f"--model: two models are served as the same name ({', '.join(names)})")
     if not settings.model:
         parser.error(f"--model is required (a hub id or a local directory; env {ENV_PREFIX}MODEL)")
     if settings.dtype not in ("auto", "float32", "bfloat16", "float16"):
@@ -319,6 +367,41 @@ def load_settings(
     if settings.cpu_kernels not in ("auto", "off"):
         parser.error(f"--cpu-kernels must be auto or off, not {settings.cpu_kernels!r}")
     return settings
+
+
+def _model_specs(raw: str | list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """``model``, ``served_model_name`` (when the first value names one) and ``extra_models``
+    from the --model values (``ID`` or ``ID=served-name``; each may be a comma list)."""
+    values = [raw] if isinstance(raw, str) else raw
+    specs = [x.strip() for value in values for x in value.split(",") if x.strip()]
+    out: dict[str, Any] = {}
+    if not specs:
+        return out
+    names: dict[str, str] = {}
+    models: set[str] = set()
+    extra = []
+    for i, spec in enumerate(specs):
+        model, eq, name = (x.strip() for x in spec.partition("="))
+        if not model or (eq and not name):
+            parser.error(f"--model {spec!r}: give ID or ID=served-name")
+        if model in models:
+            parser.error(f"--model {model!r} is given twice (it would load twice)")
+        served = name or model
+        if served in names:
+            parser.error(
+                f"--model: the served name {served!r} names both {names[served]!r} and "
+                f"{model!r}; give one of them another name (ID=served-name)"
+            )
+        models.add(model)
+        names[served] = model
+        if i == 0:
+            out["model"] = model
+            if name:
+                out["_first_name"] = name
+        else:
+            extra.append(f"{model}={served}")
+    out["extra_models"] = tuple(extra)
+    return out
 
 
 def model_path_problem(model: str) -> str | None:

@@ -150,7 +150,7 @@ def main() -> None:
         try:
             engine, settings = load_tiny(Path(tmp) / "models")
             queue = JobClient(handle, settings, engine.info.fingerprint).queue
-            worker = asyncio.run(LocalWorker(engine, handle, settings, queue).start())
+            worker = asyncio.run(LocalWorker({queue: engine}, handle, settings).start())
             asyncio.run(overhead(handle, engine, settings, args.reps))
             worker.stop()
             engine.close()

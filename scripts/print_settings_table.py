@@ -31,8 +31,10 @@ def table() -> str:
         "|---|---|---|---|",
     ]
     for f in dataclasses.fields(Settings):
+        if not f.metadata.get("cli", True):  # derived from another flag
+            continue
         flag = flag_of(f)
-        if f.metadata.get("flag"):
+        if f.metadata.get("flag") or f.metadata.get("many"):
             flag += " (repeatable)"
         if str(f.type) == "bool":
             flag = f"{flag} / --no-{f.name.replace('_', '-')}"

@@ -1,9 +1,10 @@
-"""``mlx-embeddings-worker --model M [--redis-url URL] [--queue-name NAME] [--burst]``.
+"""``mlx-embeddings-worker --model M [--model M2 ...] [--redis-url URL] [--burst]``.
 
 An RQ worker (:class:`app.jobs.worker.EmbedWorker`, a ``SimpleWorker``: no fork) in the main
 thread, with the model loaded once for the process. Without ``--redis-url`` it joins the
 embedded Redis of a server running on the same ``--data-dir``. It serves only the chunks of the
-model setup it holds (model, dtype, prompts: one queue each).
+model setups it holds (model, dtype, prompts: one queue each); ``--model`` repeats, as on the
+server, and the worker then takes the chunks of each of its models.
 """
 
 from __future__ import annotations
@@ -72,19 +73,20 @@ def run_worker(
     from app.jobs.worker import EmbedWorker, worker_name
 
     handle = RedisHandle(kind="external", url=redis_url)
-    queue = queue_name(settings.queue_name, engine.info.fingerprint)
-    worker = EmbedWorker.for_model(engine, handle, settings, queue, name or worker_name("worker"))
-    log.info(
-        "worker %s: model %s, queue %r, redis %s",
-        worker.name, settings.model_name, queue, mask_url(redis_url),
-    )  # fmt: skip
+    views = {}
+    for s in settings.per_model():
+        view = engine.view(s.model_name)
+        views[queue_name(settings.queue_name, view.info.fingerprint)] = view
+        log.info("model %s: queue %r", s.model_name, next(reversed(views)))
+    worker = EmbedWorker.for_models(views, handle, settings, name or worker_name("worker"))
+    log.info("worker %s: %d model(s), redis %s", worker.name, len(views), mask_url(redis_url))
     try:
         return worker.work(burst=burst, logging_level=settings.log_level.upper())
     except redis.exceptions.ConnectionError as exc:  # stopped while Redis was away
         log.warning("worker %s stopped; Redis is unreachable (%s)", worker.name, exc)
         return False
     finally:
-        worker.context.close()
+        worker.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    problem = model_path_problem(settings.model)
+    problem = next(filter(None, (model_path_problem(s.model) for s in settings.per_model())), None)
     if problem:
         log.error("%s", problem)
         return 2
@@ -110,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             err = engine.load_error
             log.error(
                 "cannot serve %s: the model failed to load: %s: %s (--log-level debug shows "
-                "the traceback)", settings.model, type(err).__name__, err,
+                "the traceback)", settings.source_of(engine.failed_model), type(err).__name__, err,
             )  # fmt: skip
             return 1
         run_worker(settings, engine, redis_url=url, burst=extra.burst, name=extra.name)

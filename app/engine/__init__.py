@@ -54,11 +54,20 @@ def load_adapter(settings: Settings) -> Adapter:
 
 
 def load_engine(settings: Settings, *, start: bool = True) -> Engine:
-    def load() -> Adapter:
-        from app.engine.loading import bound_mlx_cache
+    """The engine of every model in ``settings`` (``--model`` repeated), keyed by served name;
+    ``engine.view(name)`` is one model's API."""
 
-        bound_mlx_cache(settings.mlx_cache_limit_mb)
-        return load_adapter(settings)
+    def loader(model_settings: Settings, first: bool):
+        def load() -> Adapter:
+            if first:
+                from app.engine.loading import bound_mlx_cache
+
+                bound_mlx_cache(settings.mlx_cache_limit_mb)
+            return load_adapter(model_settings)
+
+        return load
+
+    loaders = {s.model_name: loader(s, i == 0) for i, s in enumerate(settings.per_model())}
 
     def release_memory() -> None:
         from app.engine.loading import release_mlx_cache
@@ -66,7 +75,7 @@ def load_engine(settings: Settings, *, start: bool = True) -> Engine:
         release_mlx_cache()
 
     engine = Engine(
-        load,
+        loaders,
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
         max_queue=settings.max_queue,
@@ -76,6 +85,3 @@ def load_engine(settings: Settings, *, start: bool = True) -> Engine:
         release_memory=release_memory,
     )
     return engine.start() if start else engine
-
-
-__all__ = ["Engine", "load_adapter", "load_engine"]

@@ -11,3 +11,11 @@ def mlx_memory() -> dict[str, int]:
         "cache": int(mx.get_cache_memory()),
         "peak": int(mx.get_peak_memory()),
     }
+
+
+def active_bytes() -> int | None:
+    """MLX's active memory now (None if it cannot be read)."""
+    try:
+        return int(mx.get_active_memory())
+    except Exception:
+        return None

@@ -7,6 +7,10 @@ never waits. Requests whose caller went away are dropped before compute. If a ba
 request in it is retried alone, so only the offending request fails. Each lane has its own
 bound (``max_queue``, ``max_bulk_queue``): a full bulk lane never refuses a query. When the
 queues run dry, ``release_memory`` gives the framework's cached buffers back.
+
+Several models may share the one thread (``Engine({name: loader, ...})``): they load one after
+the other, every batch holds one model's items, each model has its own queue bounds, and
+:meth:`Engine.view` gives each model's users the single-model API (``info``, ``submit``, ...).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -41,10 +45,13 @@ class Announcement:
     n: int
 
 
+Loader = Callable[[], Adapter]
+
+
 class Engine:
     def __init__(
         self,
-        load_adapter: Callable[[], Adapter],
+        load_adapter: Loader | Mapping[str, Loader],
         *,
         max_batch_size: int = 32,
         max_wait_ms: float = 5.0,
@@ -55,7 +62,11 @@ class Engine:
         busy_bulk_batch_size: int | None = None,
         release_memory: Callable[[], None] | None = None,
     ) -> None:
-        self._load_adapter = load_adapter
+        loaders = load_adapter if isinstance(load_adapter, Mapping) else {"": load_adapter}
+        if not loaders:
+            raise ValueError("an engine needs at least one model")
+        self._loaders: dict[str, Loader] = dict(loaders)
+        self.names: list[str] = list(loaders)  # the models, in load order
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
         self.max_queue = {INTERACTIVE: max_queue, BULK: max_bulk_queue}
         self._sched = Scheduler(
@@ -65,8 +76,11 @@ class Engine:
             busy_bulk_batch_size=busy_bulk_batch_size,
         )
         self._release_memory = release_memory
-        self.adapter: Adapter | None = None
+        self.adapters: dict[str, Adapter] = {}
         self.load_error: BaseException | None = None
+        self.failed_model: str | None = None  # the model whose load failed
+        self.model_load_seconds: dict[str, float] = {}
+        self.model_memory: dict[str, int | None] = {}  # MLX bytes each model added at load
         self.forward_calls = 0
         self.items_computed = 0
         self.real_tokens = 0  # tokens of the items computed
@@ -98,17 +112,43 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set() and self.adapter is not None
+        return self._ready.is_set() and self.load_error is None and bool(self.adapters)
+
+    @property
+    def adapter(self) -> Adapter | None:
+        """The first model's adapter (None until every model has loaded)."""
+        return self.adapters.get(self.names[0]) if self.ready else None
+
+    def _key(self, model: str | None) -> str:
+        """The model's key: the first model for None; a one-model engine answers to any name
+        (the server's settings name it)."""
+        if model is None or len(self.names) == 1:
+            return self.names[0]
+        if model not in self._loaders:
+            raise KeyError(f"no model {model!r} in this engine ({', '.join(self.names)})")
+        return model
+
+    def _adapter(self, model: str | None) -> Adapter:
+        if not self.ready:
+            raise ModelNotReady("the model is still loading; retry shortly")
+        return self.adapters[self._key(model)]
 
     @property
     def info(self) -> ModelInfo:
-        if self.adapter is None:
-            raise ModelNotReady("the model is still loading; retry shortly")
-        return self.adapter.info
+        return self._adapter(None).info
 
-    def queued(self, lane: str) -> int:
-        """Items waiting in ``lane``."""
-        return self._sched.queued[lane]
+    def info_of(self, model: str) -> ModelInfo:
+        return self._adapter(model).info
+
+    def view(self, model: str) -> ModelView:
+        """The single-model API of ``model``."""
+        return ModelView(self, self._key(model))
+
+    def queued(self, lane: str, model: str | None = None) -> int:
+        """Items waiting in ``lane`` (of ``model``, or of all models)."""
+        if model is None:
+            return self._sched.queued[lane]
+        return self._sched.queued_for(model, lane)
 
     def close(self, timeout: float = 10.0) -> None:
         with self._cv:
@@ -122,18 +162,19 @@ class Engine:
                 self._stopped.wait(timeout)
 
     # ---- submission ------------------------------------------------------------------------
-    def prepare(self, item: EngineInput, *, truncate: bool = False) -> Prepared:
+    def prepare(
+        self, item: EngineInput, *, truncate: bool = False, model: str | None = None
+    ) -> Prepared:
         """Validate + preprocess one item (any thread; CPU only)."""
-        if self.adapter is None:
-            raise ModelNotReady("the model is still loading; retry shortly")
-        return self.adapter.prepare(item, truncate=truncate)
+        return self._adapter(model).prepare(item, truncate=truncate)
 
-    def measure(self, item: EngineInput, *, truncate: bool = False) -> Prepared:
+    def measure(
+        self, item: EngineInput, *, truncate: bool = False, model: str | None = None
+    ) -> Prepared:
         """Validate one item and count its tokens. An adapter with a ``measure`` may skip the
         costly preprocessing (then ``payload`` is None and ``prepare`` completes it)."""
-        if self.adapter is None:
-            raise ModelNotReady("the model is still loading; retry shortly")
-        fn = getattr(self.adapter, "measure", None) or self.adapter.prepare
+        adapter = self._adapter(model)
+        fn = getattr(adapter, "measure", None) or adapter.prepare
         return fn(item, truncate=truncate)
 
     @contextlib.contextmanager
@@ -158,23 +199,24 @@ class Engine:
         *,
         lane: str = INTERACTIVE,
         owner: object = None,
+        model: str | None = None,
     ) -> Future:
-        """Queue a request's items in ``lane``; ``owner`` groups bulk requests for the
-        round-robin (default: the request itself)."""
+        """Queue a request's items (of ``model``, default the first) in ``lane``; ``owner``
+        groups bulk requests for the round-robin (default: the request itself)."""
         fut: Future = Future()
         if not items:
             fut.set_result([])
             return fut
-        if self.adapter is None:
-            raise ModelNotReady("the model is still loading; retry shortly")
+        self._adapter(model)  # ModelNotReady while loading
+        model = self._key(model)
         if lane not in LANES:
             raise ValueError(f"unknown lane {lane!r}")
         n = len(items)
-        req = Request.make(items, lane, owner)
+        req = Request.make(items, lane, owner, model)
         with self._cv:
             if self._stop:
                 raise Overloaded("the server is shutting down")
-            queued = self._sched.queued[lane]
+            queued = self._sched.queued_for(model, lane)
             if queued + n > self.max_queue[lane]:
                 raise Overloaded(
                     f"too many items waiting for the model in the {lane} lane "
@@ -188,8 +230,10 @@ class Engine:
             self._cv.notify_all()
         return req.future
 
-    async def embed(self, items: list[Prepared], *, lane: str = INTERACTIVE) -> list[Embedding]:
-        return await self.wait(self.submit(items, lane=lane))
+    async def embed(
+        self, items: list[Prepared], *, lane: str = INTERACTIVE, model: str | None = None
+    ) -> list[Embedding]:
+        return await self.wait(self.submit(items, lane=lane, model=model))
 
     async def wait(self, fut: Future) -> list[Embedding]:
         """Await a submitted request; if the caller goes away, its items are dropped."""
@@ -200,22 +244,33 @@ class Engine:
             raise
 
     def embed_blocking(
-        self, items: list[Prepared], timeout: float | None = None, *, lane: str = INTERACTIVE
+        self,
+        items: list[Prepared],
+        timeout: float | None = None,
+        *,
+        lane: str = INTERACTIVE,
+        model: str | None = None,
     ) -> list[Embedding]:
         if threading.current_thread() is self._thread:
             raise RuntimeError("embed_blocking called on the MLX thread")
-        fut = self.submit(items, lane=lane)
+        fut = self.submit(items, lane=lane, model=model)
         try:
             return fut.result(timeout)
         except BaseException:
             self._abandon(fut)
             raise
 
-    def call(self, fn: Callable[[Adapter], object], timeout: float | None = None) -> object:
+    def call(
+        self,
+        fn: Callable[[Adapter], object],
+        timeout: float | None = None,
+        *,
+        model: str | None = None,
+    ) -> object:
         """Run ``fn(adapter)`` on the MLX thread and return its result (benchmarks, probes)."""
         fut: Future = Future()
         with self._cv:
-            self._calls.append((fn, fut))
+            self._calls.append((lambda: fn(self._adapter(model)), fut))
             self._cv.notify_all()
         return fut.result(timeout)
 
@@ -227,14 +282,36 @@ class Engine:
         fut.cancel()
 
     # ---- the MLX thread --------------------------------------------------------------------
-    def _run(self) -> None:
+    def _load(self) -> bool:
+        """Load every model, one after the other; False (``load_error`` set) if one fails."""
+        from app.engine.memory import active_bytes
+
         t0 = time.monotonic()
-        try:
-            self.adapter = self._load_adapter()
-            self.load_seconds = time.monotonic() - t0
-        except BaseException as exc:  # reported through wait_ready / health / the CLIs
-            log.debug("model failed to load", exc_info=exc)
-            self.load_error = exc
+        for name, load in self._loaders.items():
+            t, before = time.monotonic(), active_bytes()
+            try:
+                adapter = load()
+            except BaseException as exc:  # reported through wait_ready / health / the CLIs
+                log.debug("model %s failed to load", name or "-", exc_info=exc)
+                self.load_error, self.failed_model = exc, name
+                return False
+            self.adapters[name] = adapter
+            self.model_load_seconds[name] = time.monotonic() - t
+            after = active_bytes()
+            self.model_memory[name] = (
+                after - before if after is not None and before is not None else None
+            )
+            if len(self._loaders) > 1:
+                mib = self.model_memory[name]
+                log.info(
+                    "model %s loaded in %.1f s (%s)", name, self.model_load_seconds[name],
+                    f"{mib / 2**20:.0f} MiB" if mib is not None else "memory unknown",
+                )  # fmt: skip
+        self.load_seconds = time.monotonic() - t0
+        return True
+
+    def _run(self) -> None:
+        if not self._load():
             self._ready.set()
             self._stopped.set()
             return
@@ -292,7 +369,7 @@ class Engine:
                     return
                 fn, fut = self._calls.popleft()
             try:
-                fut.set_result(fn(self.adapter))
+                fut.set_result(fn())
             except BaseException as exc:
                 fut.set_exception(exc)
 
@@ -307,7 +384,7 @@ class Engine:
     def _run_batch(self, batch: Batch) -> None:
         items = [req.items[i] for req, i in batch]
         try:
-            outs = self._forward(items)
+            outs = self._forward(items, batch[0][0].model)
         except Exception as exc:
             if len({id(req) for req, _ in batch}) == 1:
                 self._fail_request(batch[0][0], exc)
@@ -337,11 +414,10 @@ class Engine:
         except Exception:
             log.exception("on_batch failed")
 
-    def _forward(self, items: list[Prepared]) -> list[Embedding]:
-        assert self.adapter is not None
+    def _forward(self, items: list[Prepared], model: str) -> list[Embedding]:
         self.forward_calls += 1
         self._dirty = True
-        out = self.adapter.forward(items)
+        out = self.adapters[model].forward(items)
         self.items_computed += len(items)
         self.real_tokens += sum(p.n_tokens for p in items)
         self.padded_tokens += padded_tokens(len(items), max(p.n_tokens for p in items))
@@ -356,3 +432,73 @@ class Engine:
                 log.exception("forward failed", exc_info=exc)
                 exc = InternalError(f"the model failed on this input: {type(exc).__name__}: {exc}")
             req.future.set_exception(exc)
+
+
+class ModelView:
+    """One model of an :class:`Engine`, with the single-model API the pipeline, services and
+    workers use (they never name the model: the view does)."""
+
+    def __init__(self, engine: Engine, name: str) -> None:
+        self.engine = engine
+        self.name = name
+
+    @property
+    def ready(self) -> bool:
+        return self.engine.ready
+
+    @property
+    def load_error(self) -> BaseException | None:
+        return self.engine.load_error
+
+    @property
+    def load_seconds(self) -> float | None:
+        return self.engine.model_load_seconds.get(self.name, self.engine.load_seconds)
+
+    @property
+    def adapter(self) -> Adapter | None:
+        return self.engine.adapters.get(self.name) if self.engine.ready else None
+
+    @property
+    def memory_bytes(self) -> int | None:
+        """MLX memory this model took at load (None if unknown)."""
+        return self.engine.model_memory.get(self.name)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.engine.info_of(self.name)
+
+    def queued(self, lane: str) -> int:
+        return self.engine.queued(lane, self.name)
+
+    def prepare(self, item: EngineInput, *, truncate: bool = False) -> Prepared:
+        return self.engine.prepare(item, truncate=truncate, model=self.name)
+
+    def measure(self, item: EngineInput, *, truncate: bool = False) -> Prepared:
+        return self.engine.measure(item, truncate=truncate, model=self.name)
+
+    def incoming(self, n: int, lane: str = INTERACTIVE) -> contextlib.AbstractContextManager:
+        return self.engine.incoming(n, lane)
+
+    def submit(
+        self,
+        items: list[Prepared],
+        announced: Announcement | None = None,
+        *,
+        lane: str = INTERACTIVE,
+        owner: object = None,
+    ) -> Future:
+        return self.engine.submit(items, announced, lane=lane, owner=owner, model=self.name)
+
+    async def wait(self, fut: Future) -> list[Embedding]:
+        return await self.engine.wait(fut)
+
+    async def embed(self, items: list[Prepared], *, lane: str = INTERACTIVE) -> list[Embedding]:
+        return await self.engine.embed(items, lane=lane, model=self.name)
+
+    def embed_blocking(
+        self, items: list[Prepared], timeout: float | None = None, *, lane: str = INTERACTIVE
+    ) -> list[Embedding]:
+        return self.engine.embed_blocking(items, timeout, lane=lane, model=self.name)
+
+    def call(self, fn: Callable[[Adapter], object], timeout: float | None = None) -> object:
+        return self.engine.call(fn, timeout, model=self.name)

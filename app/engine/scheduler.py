@@ -5,13 +5,16 @@ by items and padded tokens. A plain data structure: the runner holds the lock ar
 row one bulk batch runs, so bulk keeps moving. Bulk requests take turns by owner (a request or
 a job); a bulk request's items are taken shortest first, so a batch holds similar lengths (less
 padding). While interactive requests keep arriving, bulk batches are cut to
-``busy_bulk_batch_size`` so a query waits for a small batch, not a full one.
+``busy_bulk_batch_size`` so a query waits for a small batch, not a full one. With several
+models on the one thread, a batch holds one model's items only (the first request taken decides
+which); ``queued_for`` counts each model's items, so each model has its own queue bounds.
 """
 
 from __future__ import annotations
 
 import collections
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -37,15 +40,16 @@ class Request:
     remaining: int = 0
     abandoned: bool = False
     started: bool = False
+    model: str = ""
 
     @classmethod
-    def make(cls, items: list[Prepared], lane: str, owner: object) -> Request:
+    def make(cls, items: list[Prepared], lane: str, owner: object, model: str = "") -> Request:
         fut: Future = Future()
         order = list(range(len(items)))
         if lane == BULK:
             order.sort(key=lambda i: items[i].n_tokens)
         return cls(list(items), fut, lane, owner if owner is not None else fut, order,
-                   results=[None] * len(items), remaining=len(items))  # fmt: skip
+                   results=[None] * len(items), remaining=len(items), model=model)  # fmt: skip
 
     @property
     def pending(self) -> int:
@@ -71,6 +75,7 @@ class Scheduler:
         self.busy_bulk_batch_size = max(1, busy_bulk_batch_size or self.max_batch_size // 4)
         self.busy_window = BUSY_WINDOW
         self.queued = {INTERACTIVE: 0, BULK: 0}
+        self._by_model: Counter[tuple[str, str]] = Counter()  # (model, lane) -> items queued
         self._interactive: collections.deque[Request] = collections.deque()
         self._bulk: collections.OrderedDict[object, collections.deque[Request]] = (
             collections.OrderedDict()
@@ -89,7 +94,15 @@ class Scheduler:
         else:  # a new owner goes first: the owners already served wait their turn
             self._bulk[req.owner] = collections.deque([req])
             self._bulk.move_to_end(req.owner, last=False)
-        self.queued[req.lane] += len(req.items)
+        self._count(req, len(req.items))
+
+    def _count(self, req: Request, n: int) -> None:
+        self.queued[req.lane] += n
+        self._by_model[req.model, req.lane] += n
+
+    def queued_for(self, model: str, lane: str) -> int:
+        """Items of ``model`` waiting in ``lane``."""
+        return self._by_model[model, lane]
 
     def has_work(self) -> bool:
         return bool(self._interactive or self._bulk)
@@ -103,7 +116,7 @@ class Scheduler:
         queue = self._interactive if req.lane == INTERACTIVE else self._bulk.get(req.owner)
         if queue is not None and req in queue:
             queue.remove(req)
-            self.queued[req.lane] -= req.pending
+            self._count(req, -req.pending)
             if req.lane == BULK and not queue:
                 del self._bulk[req.owner]
 
@@ -112,6 +125,7 @@ class Scheduler:
         self._interactive.clear()
         self._bulk.clear()
         self.queued = {INTERACTIVE: 0, BULK: 0}
+        self._by_model.clear()
         return out
 
     # ---- batching --------------------------------------------------------------------------
@@ -129,17 +143,22 @@ class Scheduler:
         return len(batch) < self._limits[0]
 
     def fill(self, batch: Batch) -> Batch:
-        """Add queued interactive items to ``batch`` while they fit."""
+        """Add queued interactive items of the batch's model to ``batch`` while they fit."""
         longest = max((r.items[i].n_tokens for r, i in batch), default=0)
-        while self._interactive and self.room(batch):
-            req = self._interactive[0]
+        model = batch[0][0].model if batch else None
+        for req in list(self._interactive):
+            if not self.room(batch):
+                break
+            if model is not None and req.model != model:
+                continue  # another model's request: a later batch
             if not self._usable(req):
-                self._interactive.popleft()
+                self._interactive.remove(req)
                 continue
+            model = req.model
             longest, done = self._take_from(req, batch, longest)
             if not done:
                 break
-            self._interactive.popleft()
+            self._interactive.remove(req)
         return batch
 
     def _bulk_limits(self) -> tuple[int, int]:
@@ -166,28 +185,34 @@ class Scheduler:
             batch.append((req, i))
             longest = max(longest, item.n_tokens)
             req.next_item += 1
-            self.queued[req.lane] -= 1
+            self._count(req, -1)
         return longest, True
 
     def _usable(self, req: Request) -> bool:
         """False for a request to drop (its caller went away); claims it otherwise."""
         if req.abandoned or (not req.started and not req.future.set_running_or_notify_cancel()):
-            self.queued[req.lane] -= req.pending
+            self._count(req, -req.pending)
             return False
         return True
 
     def _pop_bulk(self) -> Batch:
         """Round-robin over owners: each owner's oldest request gives what fits, then the next
-        owner may fill the rest."""
+        owner may fill the rest (with items of the same model)."""
         batch: Batch = []
         longest = 0
+        model: str | None = None
         for owner in list(self._bulk):
             queue = self._bulk[owner]
+            if model is not None and queue[0].model != model:
+                continue  # this owner's next request is another model's: it keeps its turn
             while queue and self.room(batch):
                 req = queue[0]
+                if model is not None and req.model != model:
+                    break
                 if not self._usable(req):
                     queue.popleft()
                     continue
+                model = req.model
                 longest, done = self._take_from(req, batch, longest)
                 if not done:
                     break

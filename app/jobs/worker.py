@@ -8,6 +8,9 @@ gives a started job ``timeout + 60 s`` in the ``StartedJobRegistry``; this worke
 the chunk computes, and runs RQ's registry maintenance every ``maintenance_interval``. A killed
 worker's chunk so expires after ``lease`` seconds, and the next maintenance of any live worker
 retries it (RQ's ``StartedJobRegistry.cleanup``).
+
+A worker holding several models listens on each model's queue and runs a chunk with the
+pipeline of the queue it came from.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -118,7 +121,7 @@ class EmbedWorker(SimpleWorker):
         self,
         queues: list[Queue],
         *,
-        context: WorkerContext,
+        contexts: Mapping[str, WorkerContext],
         lease: float,
         beat_interval: float,
         **kwargs: Any,
@@ -126,7 +129,7 @@ class EmbedWorker(SimpleWorker):
         kwargs.setdefault("worker_ttl", 16)  # dequeue in 1 s steps: maintenance keeps pace
         kwargs.setdefault("maintenance_interval", max(1, int(lease // 4)))
         super().__init__(queues, **kwargs)
-        self.context = context
+        self.contexts = dict(contexts)  # queue name -> the pipeline of its model
         self.lease = max(2, int(lease))
         self.beat_interval = beat_interval
         self.born = threading.Event()
@@ -134,11 +137,17 @@ class EmbedWorker(SimpleWorker):
         self.log.addFilter(self._down_filter)
 
     @classmethod
-    def for_model(cls, engine: Any, handle: Any, settings: Any, queue: str, name: str):
+    def for_models(cls, engines: Mapping[str, Any], handle: Any, settings: Any, name: str):
+        """A worker on each queue of ``engines`` (queue name -> that model's engine view)."""
         conn = handle.sync_client()
-        return cls([Queue(queue, connection=conn)], connection=conn, name=name,
-                   context=WorkerContext(engine, handle, settings), lease=settings.job_lease,
+        contexts = {q: WorkerContext(engine, handle, settings) for q, engine in engines.items()}
+        return cls([Queue(q, connection=conn) for q in engines], connection=conn, name=name,
+                   contexts=contexts, lease=settings.job_lease,
                    beat_interval=settings.job_beat_interval)  # fmt: skip
+
+    def close(self) -> None:
+        for context in self.contexts.values():
+            context.close()
 
     def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
         return self.lease
@@ -177,7 +186,7 @@ class EmbedWorker(SimpleWorker):
                     log.debug("heartbeat failed: %s", exc)
 
         beater = threading.Thread(target=beat, name=f"beat-{self.name}", daemon=True)
-        token = _context.set(self.context)
+        token = _context.set(self.contexts[queue.name])
         beater.start()
         try:
             return super().perform_job(job, queue, execution)
@@ -220,11 +229,12 @@ def _aware(t: datetime) -> datetime:
 
 
 class LocalWorker:
-    """A ThreadWorker on its own thread, sharing the server's engine."""
+    """A ThreadWorker on its own thread, sharing the server's engine (``engines``: queue name
+    -> that model's engine view)."""
 
-    def __init__(self, engine: Any, handle: Any, settings: Any, queue: str) -> None:
-        self.queue = queue
-        self.worker = ThreadWorker.for_model(engine, handle, settings, queue, worker_name("local"))
+    def __init__(self, engines: Mapping[str, Any], handle: Any, settings: Any) -> None:
+        self.queues = list(engines)
+        self.worker = ThreadWorker.for_models(engines, handle, settings, worker_name("local"))
         self._thread = threading.Thread(target=self._run, name="rq-local-worker", daemon=True)
 
     async def start(self) -> LocalWorker:
@@ -234,7 +244,8 @@ class LocalWorker:
             if not self._thread.is_alive():
                 raise RuntimeError("the local worker stopped before it registered with Redis")
             await asyncio.sleep(0.02)
-        log.info("local worker %s serving queue %r", self.worker.name, self.queue)
+        log.info("local worker %s serving %s", self.worker.name,
+                 ", ".join(repr(q) for q in self.queues))  # fmt: skip
         return self
 
     def _run(self) -> None:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from sanic import HTTPResponse, Request, Sanic
 
+from app.model_router import ModelRouter
 from app.protocol import parse_embedding_request
 from app.routes.request_body import read_json
 from app.routes.responses import embeddings_response
-from app.service import EmbeddingService
 
 
 async def create_embeddings(request: Request) -> HTTPResponse:
     req = parse_embedding_request(read_json(request))
-    service: EmbeddingService = request.app.ctx.service
+    service: ModelRouter = request.app.ctx.service
     result = await service.embed(req, cache_control=request.headers.get("cache-control"))
     request.ctx.result = result  # for the access log and the metrics
     headers = {"X-Cache": result.cache}

@@ -17,9 +17,14 @@ async def health(request: Request) -> HTTPResponse:
     ctx = request.app.ctx
     engine: Engine = ctx.engine
     body: dict[str, Any] = {"model": ctx.settings.model_name}
+    names = ctx.settings.model_names
+    if len(names) > 1:
+        body["models"] = list(names)
     if engine.load_error is not None:
         err = engine.load_error
-        body.update(status="error", error=f"the model failed to load: {type(err).__name__}: {err}")
+        failed = getattr(engine, "failed_model", None)
+        which = f"the model {failed!r}" if len(names) > 1 and failed else "the model"
+        body.update(status="error", error=f"{which} failed to load: {type(err).__name__}: {err}")
         return json_response(body, status=503)
     if not engine.ready:
         body["status"] = "loading"

@@ -8,15 +8,15 @@ from __future__ import annotations
 from sanic import HTTPResponse, Request, Sanic
 
 from app.auth import owner_of
+from app.model_router import ModelRouter
 from app.protocol import parse_embedding_request
 from app.routes.request_body import read_json
 from app.routes.responses import embeddings_response, json_response
-from app.service import EmbeddingService
 
 
 async def submit_job(request: Request) -> HTTPResponse:
     req = parse_embedding_request(read_json(request))
-    service: EmbeddingService = request.app.ctx.service
+    service: ModelRouter = request.app.ctx.service
     job = await service.submit_job(
         req, cache_control=request.headers.get("cache-control"), owner=owner_of(request)
     )
@@ -28,7 +28,7 @@ async def job_status(request: Request, job_id: str) -> HTTPResponse:
 
 
 async def job_result(request: Request, job_id: str) -> HTTPResponse:
-    service: EmbeddingService = request.app.ctx.service
+    service: ModelRouter = request.app.ctx.service
     fmt = request.args.get("encoding_format")
     result = await service.job_result(job_id, fmt, owner_of(request))
     return await embeddings_response(request, result.body, result.n_floats)

@@ -8,7 +8,6 @@ from urllib.parse import unquote
 from sanic import HTTPResponse, Request, Sanic
 
 from app.engine.runner import Engine
-from app.errors import ModelNotFound
 from app.routes.responses import json_response
 from app.settings import Settings
 
@@ -25,6 +24,9 @@ def model_card(settings: Settings, engine: Engine, created: int) -> dict[str, An
     }
     if engine.ready:
         info = engine.info
+        memory = getattr(engine, "memory_bytes", None)
+        if memory is not None:
+            card["memory_bytes"] = memory  # MLX memory the model took at load
         card.update(
             kind=info.kind,
             dimensions=info.dim,
@@ -63,22 +65,15 @@ def model_card(settings: Settings, engine: Engine, created: int) -> dict[str, An
 
 async def list_models(request: Request) -> HTTPResponse:
     ctx = request.app.ctx
-    return json_response(
-        {"object": "list", "data": [model_card(ctx.settings, ctx.engine, ctx.created)]}
-    )
+    cards = [model_card(s.settings, s.engine, ctx.created) for s in ctx.service]
+    return json_response({"object": "list", "data": cards})
 
 
 async def get_model(request: Request, model_id: str) -> HTTPResponse:
     ctx = request.app.ctx
-    settings: Settings = ctx.settings
     model_id = unquote(model_id)  # the openai client sends '/' in ids as %2F
-    if model_id != settings.model_name:
-        raise ModelNotFound(
-            f"the model {model_id!r} does not exist on this server; it serves "
-            f"{settings.model_name!r}",
-            param="model",
-        )
-    return json_response(model_card(settings, ctx.engine, ctx.created))
+    service = ctx.service.for_model(model_id)
+    return json_response(model_card(service.settings, service.engine, ctx.created))
 
 
 def register(app: Sanic) -> None:

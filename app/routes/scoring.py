@@ -10,11 +10,15 @@ from app.routes.responses import json_response
 from app.scoring_service import ScoringResult, ScoringService
 
 
-def _scoring(request: Request) -> ScoringService:
-    scoring = getattr(request.app.ctx, "scoring", None)
-    if scoring is None:
-        scoring = request.app.ctx.scoring = ScoringService(request.app.ctx.service)
-    return scoring
+def _scoring(request: Request, model: str) -> ScoringService:
+    """The scoring service of ``model`` (404 for a model this server does not hold)."""
+    ctx = request.app.ctx
+    if not hasattr(ctx, "scoring"):
+        ctx.scoring = {}
+    service = ctx.service.for_model(model)
+    if model not in ctx.scoring:
+        ctx.scoring[model] = ScoringService(service)
+    return ctx.scoring[model]
 
 
 def _response(request: Request, result: ScoringResult) -> HTTPResponse:
@@ -32,13 +36,17 @@ def _response(request: Request, result: ScoringResult) -> HTTPResponse:
 async def rerank(request: Request) -> HTTPResponse:
     req = parse_model(RerankRequest, read_json(request))
     cache_control = request.headers.get("cache-control")
-    return _response(request, await _scoring(request).rerank(req, cache_control=cache_control))
+    return _response(
+        request, await _scoring(request, req.model).rerank(req, cache_control=cache_control)
+    )
 
 
 async def score(request: Request) -> HTTPResponse:
     req = parse_model(ScoreRequest, read_json(request))
     cache_control = request.headers.get("cache-control")
-    return _response(request, await _scoring(request).score(req, cache_control=cache_control))
+    return _response(
+        request, await _scoring(request, req.model).score(req, cache_control=cache_control)
+    )
 
 
 def register(app: Sanic) -> None:

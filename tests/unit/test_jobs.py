@@ -64,7 +64,7 @@ def _client(handle, engine, settings: Settings = SETTINGS) -> JobClient:
 
 @pytest.fixture
 def worker(handle, engine):
-    w = asyncio.run(LocalWorker(engine, handle, SETTINGS, _client(handle, engine).queue).start())
+    w = asyncio.run(LocalWorker({_client(handle, engine).queue: engine}, handle, SETTINGS).start())
     yield w
     w.stop(timeout=0)  # the idle thread ends on its own within a second
 
@@ -257,7 +257,7 @@ def test_a_worker_for_other_model_settings_never_takes_the_job(handle, engine):
     other.wait_ready(10)
     settings = dataclasses.replace(SETTINGS, orphan_timeout=0.5)
     queue = JobClient(handle, settings, other.info.fingerprint).queue
-    w = asyncio.run(LocalWorker(other, handle, settings, queue).start())
+    w = asyncio.run(LocalWorker({queue: other}, handle, settings).start())
     try:
 
         async def go():
@@ -313,7 +313,7 @@ def test_job_data_has_no_ttl_so_eviction_never_drops_it(handle, engine, worker):
 
 def test_live_workers_is_rqs_registry_and_a_stopped_worker_leaves_it(handle, engine):
     q = _client(handle, engine).queue
-    w = asyncio.run(LocalWorker(engine, handle, SETTINGS, q).start())
+    w = asyncio.run(LocalWorker({q: engine}, handle, SETTINGS).start())
     r = handle.sync_client()
     assert [x.name for x in live_workers(r, q, 10)] == [w.worker.name]
     t0 = time.monotonic()

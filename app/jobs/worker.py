@@ -29,6 +29,7 @@ from typing import Any
 
 import redis
 from rq import Queue, SimpleWorker, Worker, get_current_job
+from rq.worker import DequeueStrategy
 from rq.exceptions import StopRequested
 from rq.timeouts import TimerDeathPenalty
 
@@ -148,6 +149,11 @@ class EmbedWorker(SimpleWorker):
     def close(self) -> None:
         for context in self.contexts.values():
             context.close()
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        # Several models' queues take turns (RQ's default always drains the first one first).
+        kwargs.setdefault("dequeue_strategy", DequeueStrategy.ROUND_ROBIN)
+        return super().work(*args, **kwargs)
 
     def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
         return self.lease

@@ -320,3 +320,31 @@ def test_live_workers_is_rqs_registry_and_a_stopped_worker_leaves_it(handle, eng
     w.stop()
     assert time.monotonic() - t0 < 1.6 and not w.alive
     assert live_workers(r, q, 10) == []
+
+
+def test_a_worker_of_two_models_takes_their_queues_in_turn(handle, engine):
+    """One worker on two models' queues: a 1-chunk job of the second model queued behind a
+    10-chunk job of the first runs before the first job's chunks are all done (RQ's
+    round-robin dequeue, not its default that drains the first queue first)."""
+    other = fake_engine(FakeAdapter(max_tokens=8, dim=4), max_wait_ms=0)
+    other.wait_ready(10)
+    settings = dataclasses.replace(SETTINGS, job_chunk_size=1)
+    first, second = _client(handle, engine, settings), _client(handle, other, settings)
+
+    async def go():
+        big = await first.submit(_items([TextInput(f"a{i}") for i in range(10)]), {})
+        small = await second.submit(_items([TextInput("b")]), {})
+        w = await LocalWorker({first.queue: engine, second.queue: other}, handle, settings).start()
+        try:
+            await second.wait(small.id, timeout=10)
+            done_first = (await first.status(big.id)).completed
+            await first.wait(big.id, timeout=10)
+        finally:
+            w.stop(timeout=0)
+        return done_first
+
+    try:
+        assert asyncio.run(go()) < 10
+        assert other.forward_calls == 1
+    finally:
+        other.close()

@@ -197,3 +197,69 @@ def test_memory_is_released_once_the_queue_runs_dry() -> None:
         assert released.wait(5)
     finally:
         engine.close()
+
+
+def _two_models(**kw) -> tuple[Engine, TokenAdapter, TokenAdapter]:
+    a, b = TokenAdapter(), TokenAdapter()
+    kw.setdefault("max_wait_ms", 0)
+    engine = Engine({"a": lambda: a, "b": lambda: b}, **kw).start()
+    engine.wait_ready(5)
+    return engine, a, b
+
+
+def test_two_models_on_one_thread_never_share_a_batch() -> None:
+    """A batch holds one model's items: each adapter sees only its own, in both lanes, and the
+    other model's requests are served in their turn (not starved behind the first's)."""
+    engine, a, b = _two_models(max_batch_size=8)
+    try:
+        a.gate.clear()
+        first = engine.submit(_items("a-first", [5]), model="a")
+        time.sleep(0.05)  # the MLX thread holds a's batch at the gate; the rest queues up
+        futures = []
+        for k in range(6):
+            model = "ab"[k % 2]
+            futures.append(engine.submit(_items(f"{model}{k}-", [3, 4]), model=model))
+            futures.append(
+                engine.submit(_items(f"{model}bulk{k}-", [7] * 5), lane=BULK, model=model)
+            )
+        a.gate.set()
+        for fut in [first, *futures]:
+            fut.result(5)
+        assert a.batches and b.batches
+        assert all(p.startswith("a") for batch in a.batches for p in batch), a.batches
+        assert all(p.startswith("b") for batch in b.batches for p in batch), b.batches
+        # interactive items of a model were batched together, not one request per batch
+        assert max(len(batch) for batch in b.batches) > 2
+        # the views give the single-model API
+        assert engine.view("b").embed_blocking(_items("b-view", [2]), 5)[0].n_tokens == 2
+        assert b.batches[-1] == ["b-view0"]
+    finally:
+        engine.close()
+
+
+def test_each_model_has_its_own_queue_bound() -> None:
+    engine, a, _ = _two_models(max_queue=4)
+    try:
+        a.gate.clear()
+        engine.submit(_items("a", [1]), model="a")
+        time.sleep(0.05)  # held at the gate
+        engine.submit(_items("a", [1] * 4), model="a")  # model a's lane is now full
+        with pytest.raises(Overloaded):
+            engine.submit(_items("a", [1]), model="a")
+        b_fut = engine.submit(_items("b", [1] * 4), model="b")  # b is not refused
+        assert engine.queued(INTERACTIVE, "a") == 4 and engine.queued(INTERACTIVE, "b") == 4
+        assert engine.queued(INTERACTIVE) == 8
+        a.gate.set()
+        assert len(b_fut.result(5)) == 4
+    finally:
+        a.gate.set()
+        engine.close()
+
+
+def test_an_unknown_model_name_is_refused_by_a_several_model_engine() -> None:
+    engine, _, _ = _two_models()
+    try:
+        with pytest.raises(KeyError, match="no model 'c'"):
+            engine.view("c")
+    finally:
+        engine.close()

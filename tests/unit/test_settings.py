@@ -116,3 +116,43 @@ def test_a_model_path_that_does_not_exist_is_named_not_sent_to_the_hub(tmp_path:
     assert "no config.json" in (model_path_problem(str(tmp_path)) or "")
     (tmp_path / "config.json").write_text("{}")
     assert model_path_problem(str(tmp_path)) is None
+
+
+def test_model_repeats_with_served_names() -> None:
+    s = load_settings(["--model", "org/a", "--model", "/m/b=bee", "--model", "c"], env={})
+    assert (s.model, s.model_name) == ("org/a", "org/a")
+    assert s.model_names == ("org/a", "bee", "c")
+    per = s.per_model()
+    assert [(p.model, p.model_name, p.extra_models) for p in per] == [
+        ("org/a", "org/a", ()),
+        ("/m/b", "bee", ()),
+        ("c", "c", ()),
+    ]
+    assert per[1].port == s.port  # everything else is shared
+    assert s.source_of("bee") == "/m/b"
+    first_named = load_settings(["--model", "org/a=alpha"], env={})
+    assert (first_named.model, first_named.model_name) == ("org/a", "alpha")
+
+
+def test_model_env_is_a_comma_list() -> None:
+    s = load_settings([], env={f"{ENV_PREFIX}MODEL": "org/a=alpha, org/b"})
+    assert s.model_names == ("alpha", "org/b")
+    flag_wins = load_settings(["--model", "x"], env={f"{ENV_PREFIX}MODEL": "org/a,org/b"})
+    assert flag_wins.model_names == ("x",)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--model", "a", "--model", "a"], "given twice"),
+        (["--model", "a", "--model", "b=a"], "served name 'a'"),
+        (["--model", "a=x", "--served-model-name", "y"], "name the first model twice"),
+        (["--model", "a", "--served-model-name", "b", "--model", "b"], "same name"),
+        (["--model", "a="], "ID=served-name"),
+    ],
+)
+def test_model_mistakes_are_usage_errors(argv, says, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        load_settings(argv, env={})
+    assert exc.value.code == 2
+    assert says in capsys.readouterr().err

@@ -29,9 +29,9 @@ from typing import Any
 
 import redis
 from rq import Queue, SimpleWorker, Worker, get_current_job
-from rq.worker import DequeueStrategy
 from rq.exceptions import StopRequested
 from rq.timeouts import TimerDeathPenalty
+from rq.worker import DequeueStrategy
 
 from app.cache import CachePolicy, EmbeddingCache, encode_embedding
 from app.engine.runner import BULK

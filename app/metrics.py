@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -36,7 +36,9 @@ JOBS_SCANNED = 10_000  # most job records read per scrape for mlxemb_jobs
 
 
 class Metrics:
-    def __init__(self, engine: Engine, backends: Backends | None = None) -> None:
+    def __init__(
+        self, engine: Engine, backends: Backends | None = None, models: Sequence[str] = ()
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -50,12 +52,12 @@ class Metrics:
             ["route", "lane"], buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.items = Counter(
-            f"{NS}_embedded_items", "Items answered by /v1/embeddings, by modality.",
-            ["modality"], registry=r,
+            f"{NS}_embedded_items", "Items answered by /v1/embeddings, by model and modality.",
+            ["model", "modality"], registry=r,
         )  # fmt: skip
         self.tokens = Counter(
             f"{NS}_embedded_tokens", "Tokens of the items answered by /v1/embeddings.",
-            ["modality"], registry=r,
+            ["model", "modality"], registry=r,
         )  # fmt: skip
         self.batch_size = Histogram(
             f"{NS}_batch_size", "Items per forward pass, by lane.",
@@ -66,7 +68,7 @@ class Metrics:
             "Fraction of a forward pass's tokens that are padding, by lane.",
             ["lane"], buckets=_PADDING_BUCKETS, registry=r,
         )  # fmt: skip
-        r.register(StateCollector(engine, backends))
+        r.register(StateCollector(engine, backends, models))
 
     def request_done(
         self, route: str, method: str, status: int, seconds: float, result: EmbeddingResult | None
@@ -75,9 +77,10 @@ class Metrics:
         lane = "none"
         if result is not None:
             lane = result.lane or "cache"
+            model = str(result.body.get("model", ""))
             for modality, (n, tokens) in result.usage.items():
-                self.items.labels(modality).inc(n)
-                self.tokens.labels(modality).inc(tokens)
+                self.items.labels(model, modality).inc(n)
+                self.tokens.labels(model, modality).inc(tokens)
         self.latency.labels(route, lane).observe(seconds)
 
     def batch_done(self, lane: str, n_items: int, real_tokens: int, padded_tokens: int) -> None:
@@ -116,9 +119,10 @@ def _gauge(name: str, doc: str, value: float | None) -> Metric | None:
 class StateCollector(Collector):
     """Values read when Prometheus scrapes."""
 
-    def __init__(self, engine: Engine, backends: Backends | None) -> None:
+    def __init__(self, engine: Engine, backends: Backends | None, models: Sequence[str]) -> None:
         self.engine = engine
         self.backends = backends
+        self.models = list(models)
         self._redis: Any = None
 
     def collect(self) -> Iterator[Metric]:
@@ -149,6 +153,15 @@ class StateCollector(Collector):
             batches.add_metric([lane], float(e.batches.get(lane, 0)))
         yield depth
         yield batches
+        if len(self.models) > 1:
+            per_model = GaugeMetricFamily(
+                f"{NS}_model_queue_depth", "Items waiting in each engine lane, by model.",
+                labels=["model", "lane"],
+            )  # fmt: skip
+            for model in self.models:
+                for lane in LANES:
+                    per_model.add_metric([model, lane], float(e.queued(lane, model)))
+            yield per_model
         for name, value, doc in (
             ("engine_forward_calls", e.forward_calls, "Forward passes run (all lanes)."),
             ("engine_items", e.items_computed, "Items computed by the model (cache misses)."),

@@ -172,7 +172,7 @@ def create_app(
     if backends is not None:
         app.ctx.health_probes.append(backends.health)
     app.ctx.keys = keys if keys is not None else KeyRing.from_settings(settings)
-    app.ctx.metrics = Metrics(engine, backends)
+    app.ctx.metrics = Metrics(engine, backends, settings.model_names)
     if hasattr(engine, "on_batch"):
         engine.on_batch = app.ctx.metrics.batch_done
 

@@ -148,7 +148,7 @@ class Engine:
         """Items waiting in ``lane`` (of ``model``, or of all models)."""
         if model is None:
             return self._sched.queued[lane]
-        return self._sched.queued_for(model, lane)
+        return self._sched.queued_for(self._key(model), lane)
 
     def close(self, timeout: float = 10.0) -> None:
         with self._cv:

@@ -59,8 +59,8 @@ def test_counters_move_after_requests(server) -> None:
     assert moved("mlxemb_requests_total", route=ROUTE, method="POST", status="404") == 1
     assert moved("mlxemb_request_duration_seconds_count", route=ROUTE, lane=lane) == 1
     assert moved("mlxemb_request_duration_seconds_count", route=ROUTE, lane="cache") == 1
-    assert moved("mlxemb_embedded_items_total", modality="text") == 4
-    assert moved("mlxemb_embedded_tokens_total", modality="text") == 2 * tokens
+    assert moved("mlxemb_embedded_items_total", model=MV_MODEL, modality="text") == 4
+    assert moved("mlxemb_embedded_tokens_total", model=MV_MODEL, modality="text") == 2 * tokens
     assert moved("mlxemb_batch_size_count", lane=lane) >= 1
     assert moved("mlxemb_batch_size_sum", lane=lane) == 2
     assert moved("mlxemb_batch_padding_ratio_count", lane=lane) >= 1

@@ -208,3 +208,16 @@ def test_rerank_routes_by_model(three: Three) -> None:
     assert pooled.status_code == 200 and late.status_code == 200, (pooled.text, late.text)
     assert pooled.json()["results"][0]["index"] == 0
     assert late.json()["model"] == "colqwen"
+
+
+def test_metrics_count_items_per_model(three: Three) -> None:
+    with three.served.client() as http:
+        assert http.post(
+            "/v1/embeddings", json={"model": "minilm", "input": ["m1", "m2"]}
+        ).is_success
+        text = http.get("/metrics").text
+    items = [line for line in text.splitlines() if line.startswith("mlxemb_embedded_items_total")]
+    assert any('model="minilm"' in line and 'modality="text"' in line for line in items), items
+    assert not any('model=""' in line for line in items)
+    depth = [line for line in text.splitlines() if line.startswith("mlxemb_model_queue_depth")]
+    assert {line.split('model="')[1].split('"')[0] for line in depth} == set(NAMES)

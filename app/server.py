@@ -164,7 +164,6 @@ def create_app(
 
     app.ctx.settings = settings
     app.ctx.engine = engine
-    app.ctx.resolver = resolvers[0]
     app.ctx.backends = backends
     app.ctx.service = ModelRouter(services)
     app.ctx.created = int(time.time())

@@ -260,10 +260,17 @@ def test_readme_example_runs(served: Served) -> None:
     assert scope["vector"] and scope["out"]["custom_id"] == "doc-1"
 
 
+WINDOW = 16  # lines a window in the restart tests (small: a batch of 120 is many windows)
+
+
+@pytest.fixture
+def small_windows(monkeypatch) -> None:
+    monkeypatch.setattr("app.batches.WINDOW_LINES", WINDOW)
+
+
 def _stopped_mid_batch(tmp_path: Path, n: int):
     """A batch of ``n`` lines on a server stopped after its first windows: (handle, settings,
     batch id)."""
-    from app.batches import WINDOW
     from app.redis_embedded import start_fakeredis
 
     handle = start_fakeredis()
@@ -293,11 +300,11 @@ def _start(settings, handle) -> tuple[Served, object, FakeAdapter]:
     return served, thread, adapter
 
 
-def test_server_restart_mid_batch_resumes_without_redoing_lines(tmp_path) -> None:
+def test_server_restart_mid_batch_resumes_without_redoing_lines(tmp_path, small_windows) -> None:
     """Stop the server mid-batch; a new server on the same Redis and data dir finishes it:
-    every line exactly once in the output, and no line forwarded twice beyond the one window
-    that was in flight."""
-    from app.batches import WINDOW
+    every line exactly once in the output, and no line forwarded twice beyond the windows
+    that were in flight (DEPTH of them), run as jobs by the servers' local workers."""
+    from app.batches import DEPTH
 
     n = 120
     handle, settings, batch_id, adapter_a = _stopped_mid_batch(tmp_path, n)
@@ -311,13 +318,13 @@ def test_server_restart_mid_batch_resumes_without_redoing_lines(tmp_path) -> Non
         ids = [x["custom_id"] for x in _jsonl(client, done.output_file_id)]
         assert sorted(ids) == sorted(f"r{i}" for i in range(n))  # each line exactly once
         forwarded = sum(adapter_a.batches) + sum(adapter_b.batches)
-        assert 2 * n <= forwarded <= 2 * (n + WINDOW)
+        assert 2 * n <= forwarded <= 2 * (n + DEPTH * WINDOW)
         assert sum(adapter_b.batches) < 2 * n  # the second server did not start over
     finally:
         thread.stop()  # type: ignore[attr-defined]
 
 
-def test_an_expired_batch_keeps_its_done_lines_and_fails_the_rest(tmp_path) -> None:
+def test_an_expired_batch_keeps_its_done_lines_and_fails_the_rest(tmp_path, small_windows) -> None:
     from app.batches import batch_key
 
     n = 120

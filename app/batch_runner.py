@@ -29,7 +29,7 @@ from app.batch_lines import Line, output_line
 from app.cache import CachePolicy
 from app.engine.base import Embedding, Prepared
 from app.engine.runner import BULK
-from app.errors import ApiError, InternalError, InvalidRequest, QueueUnavailable
+from app.errors import ApiError, InternalError, InvalidRequest, Overloaded, QueueUnavailable
 from app.jobs.items import JobItem
 from app.pipeline import Lookup, check_request_tokens, tie_to
 from app.protocol import EmbeddingRequest, parse_embedding_request
@@ -238,8 +238,17 @@ class WindowRunner:
         computed = await self._via_job(inputs, params, keys, policy, truncate, prepared)
         if computed is not None:
             return computed
-        return await self.pipeline.compute(inputs, params, keys, policy, truncate=truncate,
-                                           lane=BULK, owner=self.batch_id)  # fmt: skip
+        loop = asyncio.get_running_loop()
+        delay, deadline = 0.05, loop.time() + self.service.settings.job_timeout
+        while True:
+            try:
+                return await self.pipeline.compute(inputs, params, keys, policy, truncate=truncate,
+                                                   lane=BULK, owner=self.batch_id)  # fmt: skip
+            except Overloaded:  # the bulk lane is full: a batch waits its turn
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
 
     def _chunk_size(self, prepared: Sequence[Prepared]) -> int:
         least = max(1, self.service.settings.job_chunk_size)
@@ -275,7 +284,10 @@ class WindowRunner:
             return None
         self.jobs_run.append(st.id)
         try:
-            return await jobs.wait(st.id)
+            computed = await jobs.wait(st.id)
+            with contextlib.suppress(ApiError):
+                await jobs.drop_result(st.id)  # no window's vectors left in Redis beyond the cache
+            return computed
         except asyncio.CancelledError:  # the batch was cancelled or the server stops
             with contextlib.suppress(Exception):
                 await asyncio.shield(jobs.cancel(st.id))

@@ -204,6 +204,12 @@ class JobClient:
         with queue_errors():
             await asyncio.to_thread(store.delete, self.sync, job_id)
 
+    async def drop_result(self, job_id: str) -> None:
+        """Delete a read job's vectors (the Batch API's windows: their output file holds them
+        now); its record stays until ``--job-ttl``."""
+        with queue_errors():
+            await self._aredis().delete(job_key(job_id, "out"))
+
     async def wait(self, job_id: str, timeout: float | None = None) -> list[Embedding]:
         """Await the job's end without blocking the loop (pubsub, and a poll that also makes
         the orphan check). A failed job raises its own error (e.g. the 400 of a bad item)."""

@@ -156,6 +156,11 @@ def test_two_workers_share_a_batch_of_text_images_and_pdfs(
             assert outs[f"c{i}"]["response"]["body"] == want, i
         pdf = outs["c301"]["response"]["body"]["data"]
         assert [d["page"] for d in pdf] == [1, 2, 3]
+        # the same batch again: all from the cache, no job at all, the same bodies
+        again = _wait(client, _submit(client, bodies).id)
+        assert again.request_counts.completed == 302 and _batch_jobs(redis_handle, again.id) == []
+        redone = {x["custom_id"]: x for x in _lines(client, again.output_file_id)}
+        assert all(redone[k]["response"]["body"] == v["response"]["body"] for k, v in outs.items())
     finally:
         thread.stop()  # type: ignore[attr-defined]
 

@@ -278,7 +278,15 @@ class WindowRunner:
                      for x, k, p in zip(inputs, keys, params, strict=True)]  # fmt: skip
             meta = {"sync": True, "truncate": truncate, "cache_read": False,
                     "batch": self.batch_id}  # fmt: skip
-            st = await jobs.submit(items, meta, chunk_size=self._chunk_size(prepared))
+            submit = asyncio.ensure_future(
+                jobs.submit(items, meta, chunk_size=self._chunk_size(prepared))
+            )
+            try:
+                st = await asyncio.shield(submit)
+            except asyncio.CancelledError:  # cancelled while queueing: cancel what was queued
+                with contextlib.suppress(Exception):
+                    await jobs.cancel((await submit).id)
+                raise
         except QueueUnavailable as exc:
             log.warning("batch %s: queue unavailable (%s); computing here", self.batch_id, exc)
             return None

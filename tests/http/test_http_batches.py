@@ -109,8 +109,11 @@ def test_file_limits(served: Served) -> None:
 def test_batch_end_to_end_equals_embeddings(served: Served) -> None:
     client = _client(served)
     bodies = _bodies(20) + [
-        {"model": MV_MODEL, "input": "a single string", "encoding_format": "base64"}
-    ]
+        {"model": MV_MODEL, "input": "a single string", "encoding_format": "base64"},
+        {"model": MV_MODEL, "input": ["pool these tokens please"],
+         "pooling": {"method": "hierarchical", "pool_factor": 2}},
+        {"model": MV_MODEL, "input": ["no page"], "pooling": {"method": "rows_cols"}},  # a 400
+    ]  # fmt: skip
     data = b"\n".join(_line(f"req-{i}", b) for i, b in enumerate(bodies))
     f = client.files.create(file=("in.jsonl", data), purpose="batch")
     batch = client.batches.create(
@@ -123,12 +126,16 @@ def test_batch_end_to_end_equals_embeddings(served: Served) -> None:
     done = _wait(client, batch.id)
     assert done.status == "completed", done
     assert done.request_counts.total == len(bodies)
-    assert done.request_counts.completed == len(bodies) and done.request_counts.failed == 0
-    assert done.error_file_id is None and done.output_file_id
+    assert done.request_counts.completed == len(bodies) - 1 and done.request_counts.failed == 1
+    assert done.error_file_id and done.output_file_id
+    (refused,) = _jsonl(client, done.error_file_id)
+    assert refused["custom_id"] == f"req-{len(bodies) - 1}"
+    http = httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {KEY_A}"})
+    assert refused["response"]["body"] == http.post("/v1/embeddings", json=bodies[-1]).json()
+    bodies = bodies[:-1]
     assert done.in_progress_at and done.finalizing_at and done.completed_at
     lines = {x["custom_id"]: x for x in _jsonl(client, done.output_file_id)}
     assert set(lines) == {f"req-{i}" for i in range(len(bodies))}
-    http = httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {KEY_A}"})
     for i, body in enumerate(bodies):
         line = lines[f"req-{i}"]
         assert line["id"].startswith("batch_req_") and line["error"] is None

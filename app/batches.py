@@ -1,9 +1,10 @@
 """The OpenAI Batch API (``/v1/batches``) for ``/v1/embeddings``.
 
-A batch reads its input file (one ``{"custom_id", "method", "url", "body"}`` request a line),
-runs each line's body as the same request as ``POST /v1/embeddings`` through
-:meth:`app.service.EmbeddingService.embed` (cache, engine, and the job queue for big bodies),
-a window of lines at a time, and writes OpenAI's output and error files. The runner is a task
+A batch streams its input file (one ``{"custom_id", "method", "url", "body"}`` request a
+line; never read whole) a window of lines at a time: each window's lines are checked as
+``POST /v1/embeddings`` checks a body and run in the bulk lane as one job on the queue
+(:mod:`app.batch_runner`: RQ chunks that every worker of the model shares, through the cache),
+and the answers are appended to OpenAI's output and error files. The runner is a task
 of a server (the one that created the batch, or the one that resumed it). Records live in
 Redis without a TTL::
 
@@ -26,20 +27,27 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 import orjson
 
-from app.batch_lines import append, cut, invalid_line, new_batch, output_line, parse_lines, reset
+from app.batch_lines import Window, append, cut, invalid_line, new_batch, reset, scan, windows
+from app.batch_runner import WindowRunner
 from app.cache import KEY_PREFIX
 from app.encoding import dumps
-from app.errors import ApiError, BatchNotFound, InternalError, InvalidRequest
+from app.errors import BatchNotFound, InvalidRequest
 from app.files import FileStore
-from app.protocol import parse_embedding_request
 
 log = logging.getLogger(__name__)
 
-WINDOW = 16  # lines in flight at once (the engine batches across them)
+# A window: consecutive lines checked together and run as one job (app.batch_runner); its
+# end is recorded, so a resumed batch redoes at most the DEPTH windows that were in flight.
+WINDOW_LINES = 1000
+WINDOW_ITEMS = 1024  # inputs (a list input counts its entries)
+WINDOW_BYTES = 8 * 1024 * 1024  # of input lines (images and PDFs travel inline, base64)
+DEPTH = 2  # windows in flight: the next is checked and queued while the workers run one
+POLL = 0.5  # s between checks for a cancel while a window runs
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
 ACTIVE_KEY = KEY_PREFIX + "batches:active"  # set of the batches not yet finished
 LOCK_TTL = 120  # s a runner's hold lasts without a refresh (a crashed server's batch waits so)
@@ -77,6 +85,7 @@ class Batches:
         self.files = files
         self.service = service
         self.tasks: dict[str, asyncio.Task] = {}
+        self.runners: dict[str, WindowRunner] = {}  # batch id -> its window runner
         self.token = uuid.uuid4().hex
         self.parts = files.root / "parts"
         self._resumer: asyncio.Task | None = None
@@ -218,83 +227,122 @@ class Batches:
             await self.redis.delete(runner_key(batch_id))
 
     async def _execute(self, batch: dict, owner: str, progress: dict) -> None:
-        data = await self.files.content(batch["input_file_id"], owner)
-        good, errors, bad_ids = parse_lines(data)
+        path = await self.files.content_path(batch["input_file_id"], owner)
+        checked = await asyncio.to_thread(scan, path)  # streamed; the bad lines named
         out_path, err_path = self.parts / f"{batch['id']}.out", self.parts / f"{batch['id']}.err"
         counts = batch["request_counts"]
         if not progress:  # a fresh start
-            counts.update(total=len(good) + len(errors), failed=len(errors))
-            if errors:
-                batch["errors"] = {"object": "list", "data": errors}
-            if not good:
+            counts.update(total=checked.total, failed=len(checked.errors))
+            if checked.errors:
+                batch["errors"] = {"object": "list", "data": checked.errors}
+            if checked.total == len(checked.errors):
                 batch["status"], batch["failed_at"] = "failed", int(time.time())
                 await self._save(batch, owner)
                 return
-            err = b"".join(invalid_line(c, e) + b"\n" for c, e in zip(bad_ids, errors, strict=True))
+            pairs = zip(checked.bad_ids, checked.errors, strict=True)
+            err = b"".join(invalid_line(c, e) + b"\n" for c, e in pairs)
             await asyncio.to_thread(reset, out_path, b"")
             await asyncio.to_thread(reset, err_path, err)
-            progress = {"done": 0, "out": 0, "err": len(err)}
+            progress = {"done": 0, "offset": 0, "line": 0, "out": 0, "err": len(err)}
             batch["status"], batch["in_progress_at"] = "in_progress", int(time.time())
             await self._save(batch, owner, progress)
         else:  # resumed: drop what a window wrote past the last record
             await asyncio.to_thread(cut, out_path, progress["out"])
             await asyncio.to_thread(cut, err_path, progress["err"])
+        # a record of an older server counted lines only: skip that many valid lines
+        skip = 0 if "offset" in progress else progress["done"]
+        progress = {"offset": 0, "line": 0, **progress}
+        reader = windows(path, offset=progress["offset"], line=progress["line"],
+                         bad_lines=checked.bad_lines, skip=skip, max_lines=WINDOW_LINES,
+                         max_items=WINDOW_ITEMS, max_bytes=WINDOW_BYTES)  # fmt: skip
+        runner = WindowRunner(self.service, batch["id"])
+        self.runners[batch["id"]] = runner
+        pending: deque[tuple[Window, asyncio.Task]] = deque()
         ended: str | None = None  # "cancelled" | "expired"
-        for start in range(progress["done"], len(good), WINDOW):
-            if await self._cancel_asked(batch):
-                ended = "cancelled"
-                break
-            if time.time() >= batch["expires_at"]:  # OpenAI: the rest fail as batch_expired
-                ended = "expired"
-                err = {"code": "batch_expired", "message": "the batch expired (24h) first"}
-                rest = b"".join(invalid_line(c, err) + b"\n" for c, _ in good[start:])
-                counts["failed"] += len(good) - start
-                size = await asyncio.to_thread(append, err_path, rest)
-                progress = {**progress, "done": len(good), "err": progress["err"] + size}
-                break
-            await self.redis.expire(runner_key(batch["id"]), LOCK_TTL)
-            window = good[start : start + WINDOW]
-            results = await asyncio.gather(*(self._one(c, b) for c, b in window))
-            outs = b"".join(line + b"\n" for ok, line in results if ok)
-            errs = b"".join(line + b"\n" for ok, line in results if not ok)
-            n_ok = sum(1 for ok, _ in results if ok)
-            counts["completed"] += n_ok
-            counts["failed"] += len(results) - n_ok
-            progress = {
-                "done": start + len(window),
-                "out": progress["out"] + await asyncio.to_thread(append, out_path, outs),
-                "err": progress["err"] + await asyncio.to_thread(append, err_path, errs),
-            }
-            await self._save(batch, owner, progress)
+        more = True
+        try:
+            while True:
+                while more and len(pending) < DEPTH:  # the next window checked meanwhile
+                    window = await asyncio.to_thread(next, reader, None)
+                    if window is None:
+                        more = False
+                    else:
+                        pending.append((window, asyncio.create_task(runner.run(window.lines))))
+                if not pending:
+                    break
+                window, task = pending[0]
+                ended = await self._await_window(batch, task)
+                if ended is not None:
+                    break
+                pending.popleft()
+                results = task.result()
+                outs = b"".join(line + b"\n" for ok, line in results if ok)
+                errs = b"".join(line + b"\n" for ok, line in results if not ok)
+                n_ok = sum(1 for ok, _ in results if ok)
+                counts["completed"] += n_ok
+                counts["failed"] += len(results) - n_ok
+                progress = {
+                    "done": progress["done"] + len(results),
+                    "offset": window.end,
+                    "line": window.end_line,
+                    "out": progress["out"] + await asyncio.to_thread(append, out_path, outs),
+                    "err": progress["err"] + await asyncio.to_thread(append, err_path, errs),
+                }
+                await self._save(batch, owner, progress)
+        finally:
+            for _, task in pending:
+                task.cancel()
+            await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
+            self.runners.pop(batch["id"], None)
+        if ended == "expired":  # OpenAI: the rest fail as batch_expired
+            progress = await self._expire_rest(path, checked.bad_lines, progress, counts, err_path)
         if ended is None and await self._cancel_asked(batch):
             ended = "cancelled"
         if ended is None:
             batch["status"], batch["finalizing_at"] = "finalizing", int(time.time())
             await self._save(batch, owner, progress)
-        for kind, path, field in (("output", out_path, "output_file_id"),
-                                  ("error", err_path, "error_file_id")):  # fmt: skip
+        for kind, path_, field in (("output", out_path, "output_file_id"),
+                                   ("error", err_path, "error_file_id")):  # fmt: skip
             name = f"{batch['id']}_{kind}.jsonl"
-            if path.exists() and path.stat().st_size:
-                f = await self.files.adopt(path, filename=name, purpose="batch_output", owner=owner)
+            if path_.exists() and path_.stat().st_size:
+                f = await self.files.adopt(
+                    path_, filename=name, purpose="batch_output", owner=owner
+                )
                 batch[field] = f["id"]
             else:
-                path.unlink(missing_ok=True)
+                path_.unlink(missing_ok=True)
         status = ended or "completed"
         batch["status"], batch[f"{status}_at"] = status, int(time.time())
         await self._save(batch, owner)
 
-    async def _one(self, custom_id: str, body: dict) -> tuple[bool, bytes]:
-        """One line as POST /v1/embeddings: ``(ok, output or error line)``."""
-        try:
-            req = parse_embedding_request(body)
-            result = await self.service.embed(req)
-        except ApiError as exc:
-            return False, output_line(custom_id, exc.status, exc.body())
-        except Exception as exc:
-            log.error("batch line %s failed", custom_id, exc_info=exc)
-            err = InternalError(f"internal error: {type(exc).__name__}")
-            return False, output_line(custom_id, err.status, err.body())
-        return True, output_line(custom_id, 200, result.body)
+    async def _await_window(self, batch: dict, task: asyncio.Task) -> str | None:
+        """Wait for a window, refreshing the runner's hold; ``"cancelled"`` or ``"expired"``
+        when the batch ends first (checked every ``POLL`` s)."""
+        while True:
+            if await self._cancel_asked(batch):
+                return "cancelled"
+            if time.time() >= batch["expires_at"]:
+                return "expired"
+            await self.redis.expire(runner_key(batch["id"]), LOCK_TTL)
+            await asyncio.wait({task}, timeout=POLL)
+            if task.done():
+                return None
+
+    async def _expire_rest(
+        self, path: Any, bad_lines: set[int], progress: dict, counts: dict, err_path: Any
+    ) -> dict:
+        err = {"code": "batch_expired", "message": "the batch expired (24h) first"}
+        rest = windows(path, offset=progress["offset"], line=progress["line"],
+                       bad_lines=bad_lines, max_lines=WINDOW_LINES, max_items=1 << 30,
+                       max_bytes=WINDOW_BYTES)  # fmt: skip
+        while (window := await asyncio.to_thread(next, rest, None)) is not None:
+            data = b"".join(invalid_line(ln.custom_id, err) + b"\n" for ln in window.lines)
+            counts["failed"] += len(window.lines)
+            size = await asyncio.to_thread(append, err_path, data)
+            progress = {**progress, "done": progress["done"] + len(window.lines),
+                        "offset": window.end, "line": window.end_line,
+                        "err": progress["err"] + size}  # fmt: skip
+        return progress
 
     async def close(self) -> None:
         """Stop the runners (their batches stay active, for a resume) and free their locks."""

@@ -334,6 +334,24 @@ class EmbeddingService:
             )
         return self.backends.job_client(self.model_name)
 
+    # ---- for the Batch API (app.batch_runner): a line checked as embed checks it --------------
+    async def resolve_request(self, req: EmbeddingRequest) -> list[ResolvedItem]:
+        """The model, dimensions and prompt checked and the inputs resolved, as :meth:`embed`."""
+        return (await self._resolve(req))[1]
+
+    def response_body(
+        self, req: EmbeddingRequest, items: Sequence[ResolvedItem], embeddings: Sequence[Embedding]
+    ) -> dict[str, Any]:
+        """The body :meth:`embed` answers ``req`` with, for these (pooled) embeddings."""
+        if len(embeddings) != len(items):
+            raise InternalError(
+                f"the model returned {len(embeddings)} embeddings for {len(items)} inputs"
+            )
+        origins = [origin_of(r) for r in items]
+        return self._result(
+            req.encoding_format, req.dimensions, origins, embeddings, req.embedding_type
+        ).body
+
     # ---- the response ------------------------------------------------------------------------
     def _result(
         self,

@@ -92,10 +92,17 @@ class JobClient:
 
     # ---- API -------------------------------------------------------------------------------
     async def submit(
-        self, items: Sequence[JobItem], meta: dict[str, Any], *, owner: str = ""
+        self,
+        items: Sequence[JobItem],
+        meta: dict[str, Any],
+        *,
+        owner: str = "",
+        chunk_size: int | None = None,
     ) -> JobStatus:
+        """``chunk_size``: items per RQ chunk (default ``--job-chunk-size``)."""
         job_id = store.JOB_ID_PREFIX + secrets.token_urlsafe(24)
         s = self.settings
+        size = chunk_size or s.job_chunk_size
         options = {"truncate": bool(meta.get("truncate")), "cache_read": meta.get("cache_read")}
 
         def write() -> None:
@@ -104,7 +111,7 @@ class JobClient:
                          queue=self.queue, ttl=s.job_ttl, meta=meta, owner=owner)  # fmt: skip
             try:
                 chunks.enqueue(self.sync, job_id, items, queue=self.queue,
-                               chunk_size=s.job_chunk_size, timeout=s.job_timeout,
+                               chunk_size=size, timeout=s.job_timeout,
                                options=options)  # fmt: skip
             except Exception as exc:
                 store.fail(self.sync, job_id, error_record(JobFailed(f"could not enqueue: {exc}")))
@@ -196,6 +203,12 @@ class JobClient:
         await self.cancel(job_id, owner)
         with queue_errors():
             await asyncio.to_thread(store.delete, self.sync, job_id)
+
+    async def drop_result(self, job_id: str) -> None:
+        """Delete a read job's vectors (the Batch API's windows: their output file holds them
+        now); its record stays until ``--job-ttl``."""
+        with queue_errors():
+            await self._aredis().delete(job_key(job_id, "out"))
 
     async def wait(self, job_id: str, timeout: float | None = None) -> list[Embedding]:
         """Await the job's end without blocking the loop (pubsub, and a poll that also makes

@@ -109,8 +109,11 @@ def test_file_limits(served: Served) -> None:
 def test_batch_end_to_end_equals_embeddings(served: Served) -> None:
     client = _client(served)
     bodies = _bodies(20) + [
-        {"model": MV_MODEL, "input": "a single string", "encoding_format": "base64"}
-    ]
+        {"model": MV_MODEL, "input": "a single string", "encoding_format": "base64"},
+        {"model": MV_MODEL, "input": ["pool these tokens please"],
+         "pooling": {"method": "hierarchical", "pool_factor": 2}},
+        {"model": MV_MODEL, "input": ["no page"], "pooling": {"method": "rows_cols"}},  # a 400
+    ]  # fmt: skip
     data = b"\n".join(_line(f"req-{i}", b) for i, b in enumerate(bodies))
     f = client.files.create(file=("in.jsonl", data), purpose="batch")
     batch = client.batches.create(
@@ -123,12 +126,16 @@ def test_batch_end_to_end_equals_embeddings(served: Served) -> None:
     done = _wait(client, batch.id)
     assert done.status == "completed", done
     assert done.request_counts.total == len(bodies)
-    assert done.request_counts.completed == len(bodies) and done.request_counts.failed == 0
-    assert done.error_file_id is None and done.output_file_id
+    assert done.request_counts.completed == len(bodies) - 1 and done.request_counts.failed == 1
+    assert done.error_file_id and done.output_file_id
+    (refused,) = _jsonl(client, done.error_file_id)
+    assert refused["custom_id"] == f"req-{len(bodies) - 1}"
+    http = httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {KEY_A}"})
+    assert refused["response"]["body"] == http.post("/v1/embeddings", json=bodies[-1]).json()
+    bodies = bodies[:-1]
     assert done.in_progress_at and done.finalizing_at and done.completed_at
     lines = {x["custom_id"]: x for x in _jsonl(client, done.output_file_id)}
     assert set(lines) == {f"req-{i}" for i in range(len(bodies))}
-    http = httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {KEY_A}"})
     for i, body in enumerate(bodies):
         line = lines[f"req-{i}"]
         assert line["id"].startswith("batch_req_") and line["error"] is None
@@ -260,10 +267,17 @@ def test_readme_example_runs(served: Served) -> None:
     assert scope["vector"] and scope["out"]["custom_id"] == "doc-1"
 
 
+WINDOW = 16  # lines a window in the restart tests (small: a batch of 120 is many windows)
+
+
+@pytest.fixture
+def small_windows(monkeypatch) -> None:
+    monkeypatch.setattr("app.batches.WINDOW_LINES", WINDOW)
+
+
 def _stopped_mid_batch(tmp_path: Path, n: int):
     """A batch of ``n`` lines on a server stopped after its first windows: (handle, settings,
     batch id)."""
-    from app.batches import WINDOW
     from app.redis_embedded import start_fakeredis
 
     handle = start_fakeredis()
@@ -293,11 +307,11 @@ def _start(settings, handle) -> tuple[Served, object, FakeAdapter]:
     return served, thread, adapter
 
 
-def test_server_restart_mid_batch_resumes_without_redoing_lines(tmp_path) -> None:
+def test_server_restart_mid_batch_resumes_without_redoing_lines(tmp_path, small_windows) -> None:
     """Stop the server mid-batch; a new server on the same Redis and data dir finishes it:
-    every line exactly once in the output, and no line forwarded twice beyond the one window
-    that was in flight."""
-    from app.batches import WINDOW
+    every line exactly once in the output, and no line forwarded twice beyond the windows
+    that were in flight (DEPTH of them), run as jobs by the servers' local workers."""
+    from app.batches import DEPTH
 
     n = 120
     handle, settings, batch_id, adapter_a = _stopped_mid_batch(tmp_path, n)
@@ -311,13 +325,13 @@ def test_server_restart_mid_batch_resumes_without_redoing_lines(tmp_path) -> Non
         ids = [x["custom_id"] for x in _jsonl(client, done.output_file_id)]
         assert sorted(ids) == sorted(f"r{i}" for i in range(n))  # each line exactly once
         forwarded = sum(adapter_a.batches) + sum(adapter_b.batches)
-        assert 2 * n <= forwarded <= 2 * (n + WINDOW)
+        assert 2 * n <= forwarded <= 2 * (n + DEPTH * WINDOW)
         assert sum(adapter_b.batches) < 2 * n  # the second server did not start over
     finally:
         thread.stop()  # type: ignore[attr-defined]
 
 
-def test_an_expired_batch_keeps_its_done_lines_and_fails_the_rest(tmp_path) -> None:
+def test_an_expired_batch_keeps_its_done_lines_and_fails_the_rest(tmp_path, small_windows) -> None:
     from app.batches import batch_key
 
     n = 120

@@ -31,9 +31,8 @@ def test_batch_on_real_redis_survives_a_restart(tiny_bert_path: Path) -> None:
     server = ServerProcess(args, data_dir=data_dir).wait_healthy()
     try:
         client = server.openai()
-        n = 400
-        bodies = [{"model": "tiny", "input": [f"line {i} of the batch", f"more {i}"]}
-                  for i in range(n)]  # fmt: skip
+        n = 2500  # three windows (app.batches.WINDOW_LINES): the stop lands mid-batch
+        bodies = [{"model": "tiny", "input": f"line {i} of the batch"} for i in range(n)]
         data = b"\n".join(
             orjson.dumps({"custom_id": f"c{i}", "method": "POST", "url": "/v1/embeddings",
                           "body": b})
@@ -44,7 +43,7 @@ def test_batch_on_real_redis_survives_a_restart(tiny_bert_path: Path) -> None:
             input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h"
         )
         deadline = time.monotonic() + 60
-        while client.batches.retrieve(batch.id).request_counts.completed < 16:
+        while client.batches.retrieve(batch.id).request_counts.completed < 1000:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         server.stop()  # SIGINT mid-batch (or just after it finished, on a fast machine)
@@ -58,7 +57,7 @@ def test_batch_on_real_redis_survives_a_restart(tiny_bert_path: Path) -> None:
                  .splitlines()]  # fmt: skip
         assert sorted(x["custom_id"] for x in lines) == sorted(f"c{i}" for i in range(n))
         by_id = {x["custom_id"]: x for x in lines}
-        for i in (0, 17, n - 1):
+        for i in (0, 1017, n - 1):
             direct = httpx.post(server.url + "/v1/embeddings", json=bodies[i]).json()
             assert by_id[f"c{i}"]["response"]["body"]["data"] == direct["data"]
     finally:

@@ -36,6 +36,7 @@ from app.protocol import EmbeddingRequest, parse_embedding_request
 
 if TYPE_CHECKING:
     from app.inputs import ResolvedItem
+    from app.model_router import ModelRouter
     from app.service import EmbeddingService
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class _Checked:
 
     index: int  # in the window
     line: Line
+    service: EmbeddingService  # the service of the line's model
     req: EmbeddingRequest
     items: list[ResolvedItem]
     keys: list[str | None]
@@ -88,31 +90,28 @@ def _measure_lines(engine: Any, todo: Sequence[tuple[list, list[str]]], truncate
 
 
 class WindowRunner:
-    """Runs windows of one batch for ``service`` (the server's EmbeddingService)."""
+    """Runs windows of one batch; each line goes to the service of its ``model``
+    (``services``: the server's models), and a window's lines are grouped by model."""
 
-    def __init__(self, service: EmbeddingService, batch_id: str) -> None:
-        self.service = service
+    def __init__(self, services: ModelRouter, batch_id: str) -> None:
+        self.services = services
         self.batch_id = batch_id
         self.jobs_run: list[str] = []  # the ids of the jobs submitted (tests, logs)
-
-    @property
-    def pipeline(self) -> Any:
-        return self.service.pipeline
 
     async def run(self, lines: Sequence[Line]) -> list[Outcome]:
         """Every line's outcome, in order."""
         out: list[Outcome | None] = [None] * len(lines)
-        policy = self.service.cache_policy(None)
+        policy = self.services.first.cache_policy(None)
         checked = await asyncio.gather(
             *(self._resolve(i, ln, policy) for i, ln in enumerate(lines))
         )
-        groups: dict[bool, list[_Checked]] = {}
+        groups: dict[tuple[str, bool], list[_Checked]] = {}
         for i, c in enumerate(checked):
             if isinstance(c, _Checked):
-                groups.setdefault(c.req.truncate, []).append(c)
+                groups.setdefault((c.req.model, c.req.truncate), []).append(c)
             else:
                 out[i] = c
-        for truncate, group in groups.items():
+        for (_, truncate), group in groups.items():
             for index, outcome in await self._group(group, policy, truncate):
                 out[index] = outcome
         return out  # type: ignore[return-value]
@@ -120,20 +119,23 @@ class WindowRunner:
     async def _resolve(self, i: int, line: Line, policy: CachePolicy) -> _Checked | Outcome:
         try:
             req = parse_embedding_request(line.body)
-            items = await self.service.resolve_request(req)
+            service = self.services.for_model(req.model)
+            items = await service.resolve_request(req)
             if req.pooling is not None:
-                self._check_pooling(req, items)
+                self._check_pooling(service, req, items)
             inputs = [r.item for r in items]
-            keys = self.pipeline.keys(inputs, policy, truncate=req.truncate)
+            keys = service.pipeline.keys(inputs, policy, truncate=req.truncate)
         except Exception as exc:
             return _error(line, exc)
-        return _Checked(i, line, req, items, keys, [None] * len(keys), [])
+        return _Checked(i, line, service, req, items, keys, [None] * len(keys), [])
 
-    def _check_pooling(self, req: EmbeddingRequest, items: list[ResolvedItem]) -> None:
+    def _check_pooling(
+        self, service: EmbeddingService, req: EmbeddingRequest, items: list[ResolvedItem]
+    ) -> None:
         from app.pooled_embed import check_pooling
 
         assert req.pooling is not None
-        check_pooling(req.pooling, self.service.model_info().kind)
+        check_pooling(req.pooling, service.model_info().kind)
         if req.pooling.method == "rows_cols":
             for r in items:
                 if getattr(r.item, "image", None) is None:
@@ -145,9 +147,12 @@ class WindowRunner:
     async def _group(
         self, group: list[_Checked], policy: CachePolicy, truncate: bool
     ) -> list[tuple[int, Outcome]]:
-        """The lines of one ``truncate`` value: measured, then their misses as one job."""
+        """The lines of one model and ``truncate`` value: measured, then their misses as one
+        job."""
         out: list[tuple[int, Outcome]] = []
-        found_all = (await self.pipeline.lookup([k for c in group for k in c.keys], policy)).found
+        service = group[0].service
+        pipeline = service.pipeline
+        found_all = (await pipeline.lookup([k for c in group for k in c.keys], policy)).found
         at = 0
         for c in group:  # one cache read for the window
             c.found, at = found_all[at : at + len(c.keys)], at + len(c.keys)
@@ -155,7 +160,7 @@ class WindowRunner:
         for c in group:
             miss = [j for j, e in enumerate(c.found) if e is None]
             todo.append(([c.items[j].item for j in miss], [c.items[j].param for j in miss]))
-        engine = self.pipeline.engine
+        engine = pipeline.engine
         measured = await asyncio.to_thread(_measure_lines, engine, todo, truncate)
         valid: list[_Checked] = []
         for c, m in zip(group, measured, strict=True):
@@ -164,7 +169,7 @@ class WindowRunner:
                     raise m
                 cached_tokens = sum(e.n_tokens for e in c.found if e is not None)
                 check_request_tokens(sum(p.n_tokens for p in m) + cached_tokens,
-                                     self.service.settings)  # fmt: skip
+                                     service.settings)  # fmt: skip
             except ApiError as exc:
                 out.append((c.index, _error(c.line, exc)))
                 continue
@@ -183,7 +188,7 @@ class WindowRunner:
             prepared = [p for c in valid for p in c.measured]
             try:
                 computed = await self._compute(
-                    [inputs[i] for i in miss], [params[i] for i in miss],
+                    service, [inputs[i] for i in miss], [params[i] for i in miss],
                     [keys[i] for i in miss], policy, truncate, prepared,
                 )  # fmt: skip
             except ApiError as exc:
@@ -213,19 +218,20 @@ class WindowRunner:
             from app.pooled_embed import pool_result
 
             embeddings = await pool_result(embeddings, c.req.pooling.model_dump())
-        body = self.service.response_body(c.req, c.items, embeddings)
+        body = c.service.response_body(c.req, c.items, embeddings)
         return output_line(c.line.custom_id, 200, body)
 
     async def _alone(self, c: _Checked) -> Outcome:
         """One line as POST /v1/embeddings (the fallback that names a bad line's error)."""
         try:
-            result = await self.service.embed(c.req)
+            result = await c.service.embed(c.req)
         except Exception as exc:
             return _error(c.line, exc)
         return True, output_line(c.line.custom_id, 200, result.body)
 
     async def _compute(
         self,
+        service: EmbeddingService,
         inputs: list,
         params: list[str],
         keys: list[str | None],
@@ -235,23 +241,24 @@ class WindowRunner:
     ) -> list[Embedding]:
         """The misses as one job on the model's queue; here in the bulk lane when no worker
         is live or the job failed on the server's side."""
-        computed = await self._via_job(inputs, params, keys, policy, truncate, prepared)
+        computed = await self._via_job(service, inputs, params, keys, policy, truncate, prepared)
         if computed is not None:
             return computed
         loop = asyncio.get_running_loop()
-        delay, deadline = 0.05, loop.time() + self.service.settings.job_timeout
+        delay, deadline = 0.05, loop.time() + service.settings.job_timeout
         while True:
             try:
-                return await self.pipeline.compute(inputs, params, keys, policy, truncate=truncate,
-                                                   lane=BULK, owner=self.batch_id)  # fmt: skip
+                return await service.pipeline.compute(inputs, params, keys, policy,
+                                                      truncate=truncate, lane=BULK,
+                                                      owner=self.batch_id)  # fmt: skip
             except Overloaded:  # the bulk lane is full: a batch waits its turn
                 if loop.time() + delay > deadline:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(1.0, delay * 2)
 
-    def _chunk_size(self, prepared: Sequence[Prepared]) -> int:
-        least = max(1, self.service.settings.job_chunk_size)
+    def _chunk_size(self, service: EmbeddingService, prepared: Sequence[Prepared]) -> int:
+        least = max(1, service.settings.job_chunk_size)
         if any(p.kind == "image" for p in prepared) or not prepared:
             return least
         per_item = max(1, sum(p.n_tokens for p in prepared) // len(prepared))
@@ -259,6 +266,7 @@ class WindowRunner:
 
     async def _via_job(
         self,
+        service: EmbeddingService,
         inputs: list,
         params: list[str],
         keys: list[str | None],
@@ -266,8 +274,8 @@ class WindowRunner:
         truncate: bool,
         prepared: Sequence[Prepared],
     ) -> list[Embedding] | None:
-        backends = self.service.backends
-        jobs = backends.jobs if backends is not None else None
+        backends = service.backends
+        jobs = backends.jobs_for(service.model_name) if backends is not None else None
         if jobs is None:
             return None
         try:
@@ -279,7 +287,7 @@ class WindowRunner:
             meta = {"sync": True, "truncate": truncate, "cache_read": False,
                     "batch": self.batch_id}  # fmt: skip
             submit = asyncio.ensure_future(
-                jobs.submit(items, meta, chunk_size=self._chunk_size(prepared))
+                jobs.submit(items, meta, chunk_size=self._chunk_size(service, prepared))
             )
             try:
                 st = await asyncio.shield(submit)

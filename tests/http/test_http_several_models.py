@@ -33,13 +33,14 @@ class Three:
 
 
 @pytest.fixture(scope="module")
-def three(tiny_models_dir: Path, minilm_path: Path) -> Iterator[Three]:
+def three(tiny_models_dir: Path, minilm_path: Path, tmp_path_factory) -> Iterator[Three]:
     from app.backends import Backends
     from app.engine import load_engine
     from app.redis_embedded import start_fakeredis
 
     settings = dataclasses.replace(
         MV_SETTINGS,
+        data_dir=tmp_path_factory.mktemp("data"),  # the Batch API's files
         model=str(GOLDENS / "tiny-colqwen2.5"),
         served_model_name="colqwen",
         extra_models=(
@@ -221,3 +222,46 @@ def test_metrics_count_items_per_model(three: Three) -> None:
     assert not any('model=""' in line for line in items)
     depth = [line for line in text.splitlines() if line.startswith("mlxemb_model_queue_depth")]
     assert {line.split('model="')[1].split('"')[0] for line in depth} == set(NAMES)
+
+
+def test_a_batch_routes_each_line_to_its_model(three: Three) -> None:
+    """One Batch API file with lines for two models (and one for a model not served): each
+    line's output equals /v1/embeddings for its body."""
+    import orjson
+
+    bodies = [
+        {"model": "minilm", "input": ["batch line one", "batch line two"]},
+        {"model": "colqwen", "input": "batch query"},
+        {"model": "siglip", "input": "a photo"},
+        {"model": "nope", "input": "x"},
+    ]
+    data = b"\n".join(
+        orjson.dumps({"custom_id": f"c{i}", "method": "POST", "url": "/v1/embeddings", "body": b})
+        for i, b in enumerate(bodies)
+    )
+    client = three.served.openai()
+    f = client.files.create(file=("in.jsonl", data), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h"
+    )
+    deadline = time.time() + 60
+    while (batch := client.batches.retrieve(batch.id)).status not in ("completed", "failed"):
+        assert time.time() < deadline, batch.status
+        time.sleep(0.05)
+    assert batch.status == "completed", batch
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (3, 1)
+    out = {
+        o["custom_id"]: o["response"]["body"]
+        for o in map(orjson.loads, client.files.content(batch.output_file_id).content.splitlines())
+    }
+    errors = [
+        orjson.loads(x) for x in client.files.content(batch.error_file_id).content.splitlines()
+    ]
+    assert [e["custom_id"] for e in errors] == ["c3"]
+    assert errors[0]["response"]["status_code"] == 404
+    with three.served.client() as http:
+        for i, body in enumerate(bodies[:3]):
+            direct = http.post("/v1/embeddings", json=body).json()
+            assert out[f"c{i}"]["model"] == body["model"]
+            for a, b in zip(out[f"c{i}"]["data"], direct["data"], strict=True):
+                np.testing.assert_allclose(a["embedding"], b["embedding"], atol=1e-5)

@@ -1084,6 +1084,71 @@ def make_siglip_goldens(out_dir: Path, models_dir: Path) -> dict[str, Any]:
     return summary
 
 
+COLBERT_REFERENCE = "colbert_reference"
+COLBERT_DIR = "tiny-lfm2-colbert"
+# pylate settings each variant overrides (the model's own config_sentence_transformers.json
+# asks for query expansion with masked expansion tokens)
+COLBERT_VARIANTS: dict[str, dict[str, bool]] = {
+    "expansion": {},
+    "no_expansion": {"do_query_expansion": False},
+    "attend_expansion": {"attend_to_expansion_tokens": True},
+}
+
+
+def make_colbert_goldens(out_dir: Path, models_dir: Path) -> dict[str, Any]:
+    """pylate's ``ColBERT.encode`` (the LFM2-ColBERT model card's usage) on the tiny
+    LFM2-ColBERT: TEXT_FAMILY_TEXTS as queries and as documents, each alone, per settings
+    variant; the token ids pylate feeds the model; batched-vs-alone diffs. Needs pylate 1.6.0,
+    which needs sentence-transformers 5.3 (see tests/goldens/README.md)."""
+    from pylate import models
+
+    path = models_dir / COLBERT_DIR
+    texts = list(TEXT_FAMILY_TEXTS)
+    arrays: dict[str, np.ndarray] = {}
+    variants: dict[str, Any] = {}
+    for variant, overrides in COLBERT_VARIANTS.items():
+        model = models.ColBERT(model_name_or_path=str(path), device="cpu", **overrides)
+        model.eval()
+        entry: dict[str, Any] = {
+            "overrides": overrides,
+            "modules": [type(m).__name__ for m in model],
+            "backbone": type(model[0].auto_model).__name__,
+            "pad_token_id": model.tokenizer.pad_token_id,
+            "skiplist": sorted(set(map(int, model.skiplist))),
+            "roles": {},
+        }
+        for role in ("query", "document"):
+            is_query = role == "query"
+            alone = [model.encode([t], is_query=is_query, batch_size=1)[0] for t in texts]
+            batched = model.encode(texts, is_query=is_query, batch_size=len(texts))
+            ids = [model.tokenize([t], is_query=is_query)["input_ids"][0].tolist() for t in texts]
+            for i, vecs in enumerate(alone):
+                assert np.isfinite(vecs).all(), (variant, role, i)
+                arrays[f"{variant}.{role}.{i}"] = np.asarray(vecs, dtype=np.float32)
+            entry["roles"][role] = {
+                "input_ids": ids,
+                "num_vectors": [int(len(v)) for v in alone],
+                "batched_vs_alone_max_abs_diff": float(
+                    max(np.abs(b - a).max() for a, b in zip(alone, batched, strict=True))
+                ),
+            }
+        variants[variant] = entry
+    write_npz(out_dir / f"{COLBERT_REFERENCE}.npz", arrays)
+    summary = {
+        "model_dir": COLBERT_DIR,
+        "model_digest": model_dir_digest(path),
+        "reference": "pylate.models.ColBERT(dir, device='cpu', **overrides).encode([text], "
+        "is_query=...) (normalized per token; queries keep every token, documents drop the "
+        "skiplist), each text alone",
+        "npz_keys": "<variant>.<query|document>.<text index> (float32, (vectors, dim))",
+        "texts": texts,
+        "versions": {**_package_versions(), "pylate": metadata.version("pylate")},
+        "variants": variants,
+    }
+    write_json(out_dir / f"{COLBERT_REFERENCE}.json", summary)
+    return summary
+
+
 # --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
@@ -1095,9 +1160,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument(
         "--only",
-        choices=["colqwen", "colqwen-text-documents", "minilm", "text-families"],
+        choices=["colqwen", "colqwen-text-documents", "minilm", "text-families", "colbert"],
         action="append",
-        help="write only these goldens (repeatable; default: all)",
+        help="write only these goldens (repeatable; default: all but colbert, which needs "
+        "pylate and sentence-transformers 5.3)",
     )
     parser.add_argument(
         "--tiny-models-dir",
@@ -1117,6 +1183,27 @@ def main(argv: list[str] | None = None) -> int:
 
     out_dir: Path = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    if "colbert" in only:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            models_dir = args.tiny_models_dir or Path(tmp)
+            if args.tiny_models_dir is None:
+                build_tiny_text_models(models_dir)
+            colbert = make_colbert_goldens(out_dir, models_dir)
+        for variant, entry in colbert["variants"].items():
+            print(
+                f"colbert {variant}: {entry['modules']} ({entry['backbone']}) vectors "
+                + ", ".join(f"{r}={v['num_vectors']}" for r, v in entry["roles"].items())
+                + " batched-vs-alone "
+                + ", ".join(
+                    f"{r}={v['batched_vs_alone_max_abs_diff']:.1e}"
+                    for r, v in entry["roles"].items()
+                )
+            )
+        only.discard("colbert")
+        if not only:
+            return 0
     if "text-families" in only:
         import tempfile
 

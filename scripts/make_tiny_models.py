@@ -1241,6 +1241,145 @@ def make_tiny_llama_bidirec(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
     return out_dir
 
 
+LFM2_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|pad|>",
+    "<|startoftext|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+)
+LFM2_COLBERT_DIRNAME = "tiny-lfm2-colbert"
+# pylate's ColBERT settings (config_sentence_transformers.json); the prefixes are tokens of the
+# tokenizer (pylate adds them with add_tokens when it saves the model)
+LFM2_COLBERT_SETTINGS: dict[str, Any] = {
+    "query_prefix": "[Q] ",
+    "document_prefix": "[D] ",
+    "query_length": 32,
+    "document_length": 48,
+    "attend_to_expansion_tokens": False,
+    "do_query_expansion": True,
+    "skiplist_words": list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+}
+
+
+def make_tiny_lfm2_colbert(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
+    """A tiny LFM2-ColBERT in the layout of LiquidAI/LFM2-ColBERT-350M (a pylate ColBERT):
+    ``Lfm2Model`` weights without a prefix (conv weights in the torch layout (C, 1, K)),
+    ``1_Dense/`` (pylate Dense, ``linear.weight``, no bias), a byte-level BPE that puts
+    ``<|startoftext|>`` first, the ``[Q] `` / ``[D] `` prefix tokens added after the vocabulary,
+    and pylate's settings in ``config_sentence_transformers.json``."""
+    from mlx_embeddings.models.lfm2 import Model, ModelArgs
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = write_bpe_tokenizer(
+        out_dir,
+        specials=LFM2_SPECIAL_TOKENS,
+        single="<|startoftext|> $A",
+        pair="<|startoftext|> $A $B:1",
+        tokenizer_config={
+            "bos_token": "<|startoftext|>",
+            "clean_up_tokenization_spaces": False,
+            "eos_token": "<|im_end|>",
+            "legacy": False,
+            "model_input_names": ["input_ids", "attention_mask"],
+            "model_max_length": 1000000000000000019884624838656,
+            "pad_token": "<|pad|>",
+            "padding_side": "right",
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "use_default_system_prompt": False,
+        },
+    )
+    tok = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
+    prefixes = [LFM2_COLBERT_SETTINGS["query_prefix"], LFM2_COLBERT_SETTINGS["document_prefix"]]
+    tok.add_tokens([AddedToken(p, normalized=True, special=False) for p in prefixes])
+    tok.save(str(out_dir / "tokenizer.json"))
+    vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    config = {
+        "architectures": ["Lfm2Model"],
+        "block_auto_adjust_ff_dim": True,
+        "block_dim": 64,
+        "block_ff_dim": 192,
+        "block_ffn_dim_multiplier": 1.0,
+        "block_mlp_init_scale": 1.0,
+        "block_multiple_of": 32,
+        "block_norm_eps": 1e-05,
+        "block_out_init_scale": 1.0,
+        "block_use_swiglu": True,
+        "block_use_xavier_init": True,
+        "bos_token_id": ids["<|startoftext|>"],
+        "conv_L_cache": 3,
+        "conv_bias": False,
+        "conv_dim": 64,
+        "conv_dim_out": 64,
+        "conv_use_xavier_init": True,
+        "eos_token_id": ids["<|im_end|>"],
+        "hidden_size": 64,
+        "initializer_range": 0.02,
+        "intermediate_size": 192,
+        "layer_types": ["conv", "full_attention", "conv", "full_attention"],
+        "max_position_embeddings": 128000,
+        "model_type": "lfm2",
+        "norm_eps": 1e-05,
+        "num_attention_heads": 4,
+        "num_heads": 4,
+        "num_hidden_layers": 4,
+        "num_key_value_heads": 2,
+        "pad_token_id": ids["<|pad|>"],
+        "rope_theta": 1000000.0,
+        "torch_dtype": "float32",
+        "use_cache": True,
+        "use_pos_enc": True,
+        "vocab_size": vocab_size,
+    }
+    _write_json(out_dir / "config.json", config)
+    dim = 32
+    model = Model(ModelArgs.from_dict({**config, "out_features": dim}))
+    params = _random_parameters(model, seed + 7)
+    dense = {"linear.weight": params.pop("dense.0.weight")}
+    backbone = _strip_prefix(params, "model.")
+    for k, v in backbone.items():
+        if k.endswith("conv.conv.weight"):  # MLX (C, K, 1) -> torch (C, 1, K)
+            backbone[k] = v.transpose(0, 2, 1)
+    _save_weights(out_dir, backbone)
+    (out_dir / "1_Dense").mkdir(exist_ok=True)
+    _save_weights(out_dir / "1_Dense", dense)
+    _write_json(
+        out_dir / "1_Dense" / "config.json",
+        {
+            "in_features": 64,
+            "out_features": dim,
+            "bias": False,
+            "activation_function": "torch.nn.modules.linear.Identity",
+            "use_residual": False,
+        },
+    )
+    _write_json(
+        out_dir / "modules.json",
+        [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"},
+        ],
+    )
+    _write_json(
+        out_dir / "sentence_bert_config.json", {"max_seq_length": 511, "do_lower_case": False}
+    )
+    _write_json(
+        out_dir / "config_sentence_transformers.json",
+        {
+            "__version__": {
+                "sentence_transformers": "5.1.1",
+                "transformers": "4.57.1",
+                "pytorch": "2.8.0",
+            },
+            "prompts": {"query": "", "document": ""},
+            "default_prompt_name": None,
+            "similarity_fn_name": "MaxSim",
+            **LFM2_COLBERT_SETTINGS,
+        },
+    )
+    return out_dir
+
+
 SIGLIP_DIRNAME = "tiny-siglip-patch8-32"  # mlx-embeddings reads patch/image size from the name
 SIGLIP_TEXT_LENGTH = 16  # text max_position_embeddings: texts are padded to it (64 in SigLIP)
 
@@ -1419,6 +1558,7 @@ def make_all(
             for family, (dirname, build) in TEXT_FAMILY_BUILDERS.items()
         },
         "siglip": make_tiny_siglip(out_dir / SIGLIP_DIRNAME, seed=seed),
+        "lfm2": make_tiny_lfm2_colbert(out_dir / LFM2_COLBERT_DIRNAME, seed=seed),
     }
 
 

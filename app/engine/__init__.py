@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 # config.json model_type of the pooled text families (app.engine.families, which imports mlx)
 TEXT_FAMILY_NAMES = ("bert", "xlm_roberta", "modernbert", "qwen3", "gemma3_text", "llama_bidirec")
+# multi-vector text models in pylate's ColBERT layout (app.engine.colbert)
+COLBERT_NAMES = ("lfm2",)
 
 
 def load_adapter(settings: Settings) -> Adapter:
@@ -31,6 +33,10 @@ def load_adapter(settings: Settings) -> Adapter:
         from app.engine.siglip import SiglipAdapter
 
         adapter = SiglipAdapter(path, settings)
+    elif model_type in COLBERT_NAMES:
+        from app.engine.colbert import ColbertTextAdapter
+
+        adapter = ColbertTextAdapter(path, settings)
     elif model_type.replace("-", "_") in TEXT_FAMILY_NAMES:
         from app.engine.pooled import PooledTextAdapter
 
@@ -38,7 +44,7 @@ def load_adapter(settings: Settings) -> Adapter:
     else:
         raise ValueError(
             f"model type {model_type!r} of {settings.model} is not supported "
-            f"(supported: colqwen2_5, siglip, {', '.join(TEXT_FAMILY_NAMES)})"
+            f"(supported: colqwen2_5, siglip, {', '.join(COLBERT_NAMES + TEXT_FAMILY_NAMES)})"
         )
     info = adapter.info
     log.info(

@@ -377,3 +377,51 @@ def test_real_minilm_forward(minilm_path: Path) -> None:
     sims = emb @ emb.T
     assert sims[0, 1] > 0.6
     assert sims[0, 1] > sims[0, 2] + 0.3
+
+
+# ------------------------------------------------------------------------------------------
+# (g) LFM2-ColBERT (LiquidAI/LFM2-ColBERT-350M layout, a pylate ColBERT)
+# ------------------------------------------------------------------------------------------
+
+
+def test_lfm2_colbert_layout(tiny_models_dir: Path) -> None:
+    path = tiny_models_dir / _script().LFM2_COLBERT_DIRNAME
+    cfg = _config(path)
+    assert cfg["model_type"] == "lfm2" and cfg["architectures"] == ["Lfm2Model"]
+    backbone = _file_weights(path)
+    # Lfm2Model names without a prefix, conv weights in the torch layout (C, 1, K)
+    assert not any(k.startswith("model.") for k in backbone)
+    assert backbone["layers.0.conv.conv.weight"].shape == (64, 1, cfg["conv_L_cache"])
+    assert "layers.1.self_attn.q_layernorm.weight" in backbone
+    assert "embedding_norm.weight" in backbone
+    dense = dict(mx.load(str(path / "1_Dense" / "model.safetensors")))
+    assert set(dense) == {"linear.weight"} and dense["linear.weight"].shape == (32, 64)
+    modules = json.loads((path / "modules.json").read_text())
+    assert [(m["path"], m["type"]) for m in modules] == [
+        ("", "sentence_transformers.models.Transformer"),
+        ("1_Dense", "pylate.models.Dense.Dense"),
+    ]
+    st = json.loads((path / "config_sentence_transformers.json").read_text())
+    assert st["similarity_fn_name"] == "MaxSim"
+    tok = AutoTokenizer.from_pretrained(path)
+    assert len(tok) == cfg["vocab_size"]  # pylate resizes the embeddings to len(tokenizer)
+    for prefix in (st["query_prefix"], st["document_prefix"]):
+        assert tok.convert_tokens_to_ids(prefix) not in (None, tok.unk_token_id)
+    assert tok("hi")["input_ids"][0] == cfg["bos_token_id"]
+
+    model = load_model(get_model_path(str(path)), model_config={"out_features": 32})
+    assert type(model).__module__ == "mlx_embeddings.models.lfm2"
+    sanitized = model.sanitize({**backbone, **{f"1_Dense.{k}": v for k, v in dense.items()}})
+    _assert_same_keys_and_shapes(model, sanitized)
+    params = dict(tree_flatten(model.parameters()))
+    for key in ("model.layers.0.conv.conv.weight", "dense.0.weight"):
+        assert mx.array_equal(params[key], sanitized[key]).item(), key
+
+
+def test_lfm2_colbert_is_deterministic(tmp_path: Path, tiny_models_dir: Path) -> None:
+    ref = tiny_models_dir / _script().LFM2_COLBERT_DIRNAME
+    out = _script().make_tiny_lfm2_colbert(tmp_path / "c")
+    files = sorted(p.relative_to(ref) for p in ref.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    for rel in files:
+        assert (out / rel).read_bytes() == (ref / rel).read_bytes(), rel

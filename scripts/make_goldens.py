@@ -1084,6 +1084,98 @@ def make_siglip_goldens(out_dir: Path, models_dir: Path) -> dict[str, Any]:
     return summary
 
 
+COLIDEFICS3_REFERENCE = "colidefics3_reference"
+COLIDEFICS3_DIR = "tiny-colsmol"
+
+
+def make_colidefics3_goldens(out_dir: Path, models_dir: Path) -> dict[str, Any]:
+    """colpali-engine's ColIdefics3 + ColIdefics3Processor (the colSmol model card's usage) on
+    the tiny ColIdefics3: QUERIES as queries (``process_queries``) and as documents
+    (``process_texts``), the committed PNGs as documents (``process_images``, with the PIL
+    Idefics3 image processor: torchvision stays out); each alone, real tokens only."""
+    import torch
+    from colpali_engine.models import ColIdefics3, ColIdefics3Processor
+    from transformers import AutoTokenizer
+    from transformers.models.idefics3.image_processing_pil_idefics3 import (
+        Idefics3ImageProcessorPil,
+    )
+
+    path = models_dir / COLIDEFICS3_DIR
+    model, info = ColIdefics3.from_pretrained(
+        str(path), torch_dtype=torch.float32, output_loading_info=True
+    )
+    assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), (
+        info
+    )
+    model.eval()
+    pre = json.loads((path / "preprocessor_config.json").read_text())
+    image_processor = Idefics3ImageProcessorPil(
+        **{k: v for k, v in pre.items() if k not in ("image_processor_type", "processor_class")}
+    )
+    seq_len = json.loads((path / "processor_config.json").read_text())["image_seq_len"]
+    processor = ColIdefics3Processor(
+        image_processor=image_processor,
+        tokenizer=AutoTokenizer.from_pretrained(str(path)),
+        image_seq_len=seq_len,
+    )
+    texts = [t for _, t in QUERIES]
+    images, names = [], []
+    for spec in IMAGE_SPECS:
+        with Image.open(out_dir / IMAGES_DIRNAME / f"{spec.name}.png") as f:
+            images.append(f.convert("RGB"))
+        names.append(spec.name)
+
+    def run(batch: Any) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = model(**batch)
+        return [
+            out[i][batch["attention_mask"][i].bool()].numpy().astype(np.float32)
+            for i in range(out.shape[0])
+        ]
+
+    arrays: dict[str, np.ndarray] = {}
+    kinds: dict[str, Any] = {}
+    for kind, items, process in (
+        ("query", texts, lambda xs: processor.process_queries(xs)),
+        ("document", texts, lambda xs: processor.process_texts(xs)),
+        ("image", images, lambda xs: processor.process_images(xs)),
+    ):
+        alone, ids = [], []
+        for i, x in enumerate(items):
+            batch = process([x])
+            ids.append(batch["input_ids"][0].tolist())
+            (vecs,) = run(batch)
+            assert np.isfinite(vecs).all(), (kind, i)
+            arrays[f"{kind}.{i}.embeddings"] = vecs
+            alone.append(vecs)
+            if kind == "image":
+                arrays[f"{kind}.{i}.pixel_values"] = batch["pixel_values"][0].numpy()
+        batched = run(process(items))  # colpali pads on the LEFT
+        kinds[kind] = {
+            "input_ids": ids,
+            "batched_vs_alone_max_abs_diff": float(
+                max(np.abs(b - a).max() for a, b in zip(alone, batched, strict=True))
+            ),
+        }
+    write_npz(out_dir / f"{COLIDEFICS3_REFERENCE}.npz", arrays)
+    summary = {
+        "model_dir": COLIDEFICS3_DIR,
+        "model_digest": model_dir_digest(path),
+        "reference": "colpali_engine ColIdefics3.from_pretrained(dir) with ColIdefics3Processor"
+        "(Idefics3ImageProcessorPil(**preprocessor_config), tokenizer, image_seq_len): "
+        "process_queries / process_texts / process_images, each item alone",
+        "npz_keys": "<query|document|image>.<i>.embeddings (float32, (tokens, 128)), "
+        "image.<i>.pixel_values (float32, (frames, 3, S, S))",
+        "texts": texts,
+        "images": names,
+        "image_seq_len": seq_len,
+        "versions": _package_versions(),
+        "kinds": kinds,
+    }
+    write_json(out_dir / f"{COLIDEFICS3_REFERENCE}.json", summary)
+    return summary
+
+
 COLBERT_REFERENCE = "colbert_reference"
 COLBERT_DIR = "tiny-lfm2-colbert"
 # pylate settings each variant overrides (the model's own config_sentence_transformers.json
@@ -1213,6 +1305,12 @@ def main(argv: list[str] | None = None) -> int:
                 build_tiny_text_models(models_dir)
             text = make_text_family_goldens(out_dir, models_dir)
             siglip = make_siglip_goldens(out_dir, models_dir)
+            colsmol = make_colidefics3_goldens(out_dir, models_dir)
+        for kind, entry in colsmol["kinds"].items():
+            print(
+                f"colidefics3 {kind}: tokens {[len(x) for x in entry['input_ids']]} "
+                f"batched(left-padded)-vs-alone {entry['batched_vs_alone_max_abs_diff']:.1e}"
+            )
         print("siglip text masked-vs-unmasked cosine:", siglip["text_masked_vs_unmasked_cosine"])
         for family, entry in text["families"].items():
             diffs = {

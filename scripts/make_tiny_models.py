@@ -1380,6 +1380,152 @@ def make_tiny_lfm2_colbert(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
     return out_dir
 
 
+COLIDEFICS3_DIRNAME = "tiny-colsmol"
+# SmolVLM's specials (SmolLM2's first, then the Idefics3 image tokens it adds)
+SMOLVLM_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<fake_token_around_image>",
+    "<image>",
+    "<end_of_utterance>",
+    "<global-img>",
+    *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)),
+)
+COLIDEFICS3_IMAGE_SEQ_LEN = 4  # (image_size / patch_size)^2 / scale_factor^2
+
+
+def colidefics3_published_key(mlx_key: str) -> str:
+    """mlx-embeddings' names -> colpali-engine's ColIdefics3 (``self.model`` = Idefics3Model)."""
+    for mlx_prefix, published in (
+        ("vision_model.", "model.vision_model."),
+        ("connector.", "model.connector."),
+        ("language_model.", "model.text_model."),
+    ):
+        if mlx_key.startswith(mlx_prefix):
+            return published + mlx_key[len(mlx_prefix) :]
+    if mlx_key.startswith("linear."):
+        return mlx_key
+    raise ValueError(f"unexpected parameter {mlx_key}")
+
+
+def make_tiny_colidefics3(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
+    """A tiny ColIdefics3 in the layout of vidore/colSmol-256M merged for inference (as
+    vidore/ColSmolVLM-Instruct-500M-base ships it): ``architectures`` ColIdefics3 with
+    ``model_type`` idefics3, colpali-engine's weight names (``model.vision_model.*``,
+    ``model.connector.*``, ``model.text_model.*``, ``linear.*``; patch embedding in the torch
+    layout), a SmolLM2-style byte-level BPE with the Idefics3 image tokens, the Idefics3 image
+    processor config (tiles of 32 px, images up to 64 px) and ``image_seq_len``."""
+    # (mlx-embeddings' own colidefics3 module does not import with mlx-vlm 0.7; the server's
+    # model class is mlx-vlm's Idefics3 + the projection)
+    from app.engine.colidefics3 import build_model
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = write_bpe_tokenizer(
+        out_dir,
+        specials=SMOLVLM_SPECIAL_TOKENS,
+        single="$A",
+        pair="$A $B:1",
+        tokenizer_config={
+            "add_prefix_space": False,
+            "bos_token": "<|im_start|>",
+            "clean_up_tokenization_spaces": False,
+            "eos_token": "<end_of_utterance>",
+            "extra_special_tokens": ["<fake_token_around_image>", "<image>", "<end_of_utterance>"],
+            "legacy": False,
+            "model_max_length": 8192,
+            "pad_token": "<|im_end|>",
+            "processor_class": "Idefics3Processor",
+            "tokenizer_class": "GPT2Tokenizer",
+            "truncation_side": "left",
+            "unk_token": "<|endoftext|>",
+            "vocab_size": 49152,
+        },
+    )
+    vocab_size = _round_up(max(ids.values()) + 1, 8)
+    text_config = {
+        "architectures": ["VLlama3ForCausalLM"],
+        "attention_bias": False,
+        "bos_token_id": ids["<|im_start|>"],
+        "eos_token_id": ids["<end_of_utterance>"],
+        "head_dim": 16,
+        "hidden_act": "silu",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "max_position_embeddings": 8192,
+        "mlp_bias": False,
+        "model_type": "llama",
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 2,
+        "pad_token_id": ids["<|im_end|>"],
+        "rms_norm_eps": 1e-05,
+        "rope_scaling": None,
+        "rope_theta": 100000,
+        "tie_word_embeddings": False,
+        "vocab_size": vocab_size,
+    }
+    vision_config = {
+        "hidden_act": "gelu_pytorch_tanh",
+        "hidden_size": 32,
+        "image_size": 32,
+        "intermediate_size": 64,
+        "layer_norm_eps": 1e-06,
+        "model_type": "idefics3_vision",
+        "num_attention_heads": 2,
+        "num_channels": 3,
+        "num_hidden_layers": 2,
+        "patch_size": 8,
+    }
+    config = {
+        "architectures": ["ColIdefics3"],
+        "image_token_id": ids["<image>"],
+        "model_type": "idefics3",
+        "pad_token_id": ids["<|im_end|>"],
+        "scale_factor": 2,
+        "text_config": text_config,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "transformers_version": "4.50.0",
+        "use_cache": True,
+        "vision_config": vision_config,
+        "vocab_size": vocab_size,
+    }
+    _write_json(out_dir / "config.json", config)
+    model = build_model(config)
+    params = _random_parameters(model, seed + 8)
+    weights = {}
+    for k, v in params.items():
+        if k.endswith("patch_embedding.weight"):  # MLX (out, kh, kw, in) -> torch (out, in, kh, kw)
+            v = v.transpose(0, 3, 1, 2)
+        weights[colidefics3_published_key(k)] = v
+    _save_weights(out_dir, weights)
+    _write_json(
+        out_dir / "preprocessor_config.json",
+        {
+            "do_convert_rgb": True,
+            "do_image_splitting": True,
+            "do_normalize": True,
+            "do_pad": True,
+            "do_rescale": True,
+            "do_resize": True,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_processor_type": "Idefics3ImageProcessor",
+            "image_std": [0.5, 0.5, 0.5],
+            "max_image_size": {"longest_edge": 32},
+            "processor_class": "ColIdefics3Processor",
+            "resample": 1,
+            "rescale_factor": 1 / 255,
+            "size": {"longest_edge": 64},
+        },
+    )
+    _write_json(
+        out_dir / "processor_config.json",
+        {"image_seq_len": COLIDEFICS3_IMAGE_SEQ_LEN, "processor_class": "ColIdefics3Processor"},
+    )
+    return out_dir
+
+
 SIGLIP_DIRNAME = "tiny-siglip-patch8-32"  # mlx-embeddings reads patch/image size from the name
 SIGLIP_TEXT_LENGTH = 16  # text max_position_embeddings: texts are padded to it (64 in SigLIP)
 
@@ -1559,6 +1705,7 @@ def make_all(
         },
         "siglip": make_tiny_siglip(out_dir / SIGLIP_DIRNAME, seed=seed),
         "lfm2": make_tiny_lfm2_colbert(out_dir / LFM2_COLBERT_DIRNAME, seed=seed),
+        "colidefics3": make_tiny_colidefics3(out_dir / COLIDEFICS3_DIRNAME, seed=seed),
     }
 
 

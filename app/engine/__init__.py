@@ -24,11 +24,18 @@ def load_adapter(settings: Settings) -> Adapter:
     from app.engine.loading import resolve_model_path
 
     path: Path = resolve_model_path(settings.model)
-    model_type = json.loads((path / "config.json").read_text()).get("model_type", "")
+    config = json.loads((path / "config.json").read_text())
+    model_type = config.get("model_type", "")
     if model_type in ("colqwen2_5", "colqwen2.5"):
         from app.engine.colqwen import ColQwenAdapter
 
         adapter: Adapter = ColQwenAdapter(path, settings)
+    elif model_type in ("colidefics3", "idefics3"):
+        from app.engine.colidefics3 import ColIdefics3Adapter, is_colidefics3
+
+        if not is_colidefics3(config):
+            raise ValueError(f"{settings.model}: an idefics3 model that is not a ColIdefics3")
+        adapter = ColIdefics3Adapter(path, settings)
     elif model_type == "siglip":
         from app.engine.siglip import SiglipAdapter
 
@@ -44,7 +51,8 @@ def load_adapter(settings: Settings) -> Adapter:
     else:
         raise ValueError(
             f"model type {model_type!r} of {settings.model} is not supported "
-            f"(supported: colqwen2_5, siglip, {', '.join(COLBERT_NAMES + TEXT_FAMILY_NAMES)})"
+            f"(supported: colqwen2_5, colidefics3, siglip, "
+            f"{', '.join(COLBERT_NAMES + TEXT_FAMILY_NAMES)})"
         )
     info = adapter.info
     log.info(

@@ -425,3 +425,38 @@ def test_lfm2_colbert_is_deterministic(tmp_path: Path, tiny_models_dir: Path) ->
     assert files == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     for rel in files:
         assert (out / rel).read_bytes() == (ref / rel).read_bytes(), rel
+
+
+# ------------------------------------------------------------------------------------------
+# (h) ColIdefics3 (vidore colSmol layout, colpali-engine names)
+# ------------------------------------------------------------------------------------------
+
+
+def test_colidefics3_layout(tiny_models_dir: Path) -> None:
+    from app.engine.colidefics3 import build_model, is_colidefics3, load_weights
+
+    path = tiny_models_dir / _script().COLIDEFICS3_DIRNAME
+    cfg = _config(path)
+    assert is_colidefics3(cfg) and cfg["model_type"] == "idefics3"
+    weights = _file_weights(path)
+    prefixes = {k.split(".")[0] + "." + k.split(".")[1] for k in weights if k.startswith("model.")}
+    assert prefixes == {"model.vision_model", "model.connector", "model.text_model"}
+    assert {k for k in weights if not k.startswith("model.")} == {"linear.weight", "linear.bias"}
+    patch = weights["model.vision_model.embeddings.patch_embedding.weight"]
+    assert patch.shape == (32, 3, 8, 8)  # torch (out, in, kh, kw)
+    assert weights["model.connector.modality_projection.proj.weight"].shape == (64, 32 * 4)
+    model = build_model(cfg)
+    load_weights(model, path)  # strict: every parameter, nothing left over
+    params = dict(tree_flatten(model.parameters()))
+    assert mx.array_equal(
+        params["language_model.embed_tokens.weight"],
+        weights["model.text_model.embed_tokens.weight"],
+    ).item()
+    tok = AutoTokenizer.from_pretrained(path)
+    for t in ("<image>", "<fake_token_around_image>", "<global-img>", "<row_2_col_2>"):
+        assert len(tok(t, add_special_tokens=False)["input_ids"]) == 1, t
+    assert tok.convert_tokens_to_ids("<image>") == cfg["image_token_id"]
+    pre = json.loads((path / "preprocessor_config.json").read_text())
+    assert pre["max_image_size"]["longest_edge"] == cfg["vision_config"]["image_size"]
+    proc = json.loads((path / "processor_config.json").read_text())
+    assert proc["image_seq_len"] == (32 // 8) ** 2 // cfg["scale_factor"] ** 2

@@ -40,6 +40,7 @@ from app.engine.base import (
 )
 from app.engine.cpu_patch import install_cpu_kernels, warm_up
 from app.engine.loading import apply_dtype, dtype_name, load_mlx_model, weights_fingerprint
+from app.engine.multivector import causal_padding_mask, l2_normalized, right_padded
 from app.engine.pooled import load_tokenizer, read_st_dense, special_tokens_around
 from app.errors import InputTooLong, InvalidRequest, InvalidTokenIds, UnsupportedInput
 from app.settings import Settings
@@ -70,15 +71,13 @@ def read_colbert_settings(path: Path) -> dict[str, Any]:
     return out
 
 
-def lfm2_hidden_states(model: nn.Module, ids: mx.array, attention: mx.array) -> mx.array:
+def lfm2_hidden_states(model: nn.Module, ids: np.ndarray, attention: np.ndarray) -> mx.array:
     """transformers' Lfm2Model with an attention mask: causal + key padding mask in the
     attention layers, masked positions zeroed at the input of each short convolution."""
     inner = model.model
-    h = inner.embed_tokens(ids)
-    L = ids.shape[1]
-    causal = mx.tril(mx.ones((L, L), dtype=mx.bool_))
-    mask = causal[None, None] & (attention > 0)[:, None, None, :]
-    keep = attention[..., None].astype(h.dtype)
+    h = inner.embed_tokens(mx.array(ids))
+    mask = causal_padding_mask(attention > 0)
+    keep = mx.array(attention)[..., None].astype(h.dtype)
     for layer in inner.layers:
         x = layer.operator_norm(h)
         if layer.is_attention_layer:
@@ -257,16 +256,12 @@ class ColbertTextAdapter:
     def forward(self, batch: list[Prepared]) -> list[Embedding]:
         payloads: list[ColbertPayload] = [p.payload for p in batch]
         lengths = [len(p.input_ids) for p in payloads]
-        B, L = len(payloads), max(lengths)
-        ids = np.full((B, L), self.pad_id, dtype=np.int32)
-        att = np.zeros((B, L), dtype=np.float32)
+        ids = right_padded([p.input_ids for p in payloads], self.pad_id)
+        att = np.zeros(ids.shape, dtype=np.float32)
         for b, p in enumerate(payloads):
-            ids[b, : lengths[b]] = p.input_ids
             att[b, : lengths[b]] = p.attention
-        hidden = self.hidden_states(self.model, mx.array(ids), mx.array(att))
-        proj = self.model.dense[0](hidden).astype(mx.float32)
-        proj = proj / mx.maximum(mx.linalg.norm(proj, axis=-1, keepdims=True), 1e-12)
-        out = np.array(proj, copy=False)
+        hidden = self.hidden_states(self.model, ids, att)
+        out = l2_normalized(self.model.dense[0](hidden))
         return [
             Embedding(
                 vectors=np.ascontiguousarray(out[b, : lengths[b]][p.keep], dtype=np.float32),

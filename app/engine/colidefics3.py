@@ -42,6 +42,12 @@ from app.engine.base import (
 from app.engine.colqwen_processor import _quiet_transformers
 from app.engine.cpu_patch import install_cpu_kernels, warm_up
 from app.engine.loading import apply_dtype, dtype_name, weights_fingerprint
+from app.engine.multivector import (
+    causal_padding_mask,
+    l2_normalized,
+    merge_image_features,
+    right_padded,
+)
 from app.errors import InputTooLong, InvalidRequest, InvalidTokenIds, UnsupportedInput
 from app.settings import Settings
 from app.token_ids import out_of_vocab_message
@@ -251,36 +257,22 @@ class ColIdefics3Adapter:
     def forward(self, batch: list[Prepared]) -> list[Embedding]:
         payloads: list[ColIdefics3Payload] = [p.payload for p in batch]
         lengths = [len(p.input_ids) for p in payloads]
-        B, L = len(payloads), max(lengths)
-        ids = np.full((B, L), self.pad_id, dtype=np.int32)
-        for b, p in enumerate(payloads):
-            ids[b, : lengths[b]] = p.input_ids
+        ids = right_padded([p.input_ids for p in payloads], self.pad_id)
         lm = self.model.language_model
         embeds = lm.embed_tokens(mx.array(ids))
         images = [p for p in payloads if p.pixel_values is not None]
         if images:
             feats = mx.concatenate([self._image_features(p, embeds.dtype) for p in images])
-            flat_pos = np.flatnonzero(ids.reshape(-1) == self.image_token_id)
-            if len(flat_pos) != feats.shape[0]:
-                raise RuntimeError(
-                    f"image features ({feats.shape[0]}) do not match image tokens ({len(flat_pos)})"
-                )
-            flat = embeds.reshape(B * L, -1)
-            flat[mx.array(flat_pos)] = feats.astype(flat.dtype)
-            embeds = flat.reshape(B, L, -1)
-        key_real = mx.array(np.arange(L)[None, :] < np.array(lengths)[:, None])
-        causal = mx.tril(mx.ones((L, L), dtype=mx.bool_))
-        mask = causal[None, None] & key_real[:, None, None, :]
+            embeds = merge_image_features(embeds, ids, self.image_token_id, feats)
+        mask = causal_padding_mask(np.arange(ids.shape[1])[None, :] < np.array(lengths)[:, None])
         h = embeds
         for layer in lm.layers:
             h = layer(h, mask, None)
-        proj = self.model.linear(lm.norm(h)).astype(mx.float32)
-        proj = proj / mx.maximum(mx.linalg.norm(proj, axis=-1, keepdims=True), 1e-12)
-        out = np.array(proj, copy=False)
+        out = l2_normalized(self.model.linear(lm.norm(h)))
         return [
             Embedding(
                 vectors=np.ascontiguousarray(out[b, : lengths[b]], dtype=np.float32),
                 n_tokens=lengths[b],
             )
-            for b in range(B)
+            for b in range(len(payloads))
         ]

@@ -15,6 +15,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from golden_checks import COSINE_MIN, assert_matches, cosines
 from script_modules import load_script
 
 from app.engine import Engine, load_engine
@@ -29,20 +30,9 @@ TEXTS: list[str] = INDEX["texts"]
 VARIANTS = sorted(INDEX["variants"])
 ROLES = ("query", "document")
 
-COSINE_MIN = 0.9999
-ABS_MAX = 1e-4
-
 
 def reference(variant: str, role: str) -> list[np.ndarray]:
     return [REF[f"{variant}.{role}.{i}"] for i in range(len(TEXTS))]
-
-
-def assert_matches(ours: np.ndarray, ref: np.ndarray, what: str) -> None:
-    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != {ref.shape}"
-    assert np.isfinite(ours).all(), f"{what}: not finite"
-    cos = (ours * ref).sum(-1) / (np.linalg.norm(ours, axis=-1) * np.linalg.norm(ref, axis=-1))
-    assert cos.min() >= COSINE_MIN, f"{what}: min cosine {cos.min():.6f}"
-    assert np.abs(ours - ref).max() <= ABS_MAX, f"{what}: max abs diff {np.abs(ours - ref).max()}"
 
 
 def variant_dir(src: Path, dst: Path, overrides: dict[str, bool]) -> Path:
@@ -143,7 +133,7 @@ def test_stock_mlx_embeddings_forward_differs_on_expansion_tokens(engines) -> No
     stock = adapter.model(mx.array(p.payload.input_ids[None]))
     vecs = np.array(stock.text_embeds.astype(mx.float32))[0]
     ref = reference("expansion", "query")[1]
-    cos = (vecs * ref).sum(-1) / (np.linalg.norm(vecs, axis=-1) * np.linalg.norm(ref, axis=-1))
+    cos = cosines(vecs, ref)
     real = p.payload.attention > 0
     assert cos[real].min() >= COSINE_MIN
     assert cos[~real].min() < 0.99

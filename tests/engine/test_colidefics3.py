@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from golden_checks import assert_matches
 from PIL import Image
 from script_modules import load_script
 
@@ -25,9 +26,6 @@ INDEX = json.loads((GOLDENS / "colidefics3_reference.json").read_text())
 REF = np.load(GOLDENS / "colidefics3_reference.npz")
 KINDS = ("query", "document", "image")
 
-COSINE_MIN = 0.9999
-ABS_MAX = 1e-4
-
 
 def items(kind: str) -> list[TextInput | ImageInput]:
     if kind == "image":
@@ -37,14 +35,6 @@ def items(kind: str) -> list[TextInput | ImageInput]:
                 out.append(ImageInput(f.convert("RGB")))
         return out
     return [TextInput(t, prompt_name=kind) for t in INDEX["texts"]]
-
-
-def assert_matches(ours: np.ndarray, ref: np.ndarray, what: str) -> None:
-    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != {ref.shape}"
-    assert np.isfinite(ours).all(), f"{what}: not finite"
-    cos = (ours * ref).sum(-1) / (np.linalg.norm(ours, axis=-1) * np.linalg.norm(ref, axis=-1))
-    assert cos.min() >= COSINE_MIN, f"{what}: min cosine {cos.min():.6f}"
-    assert np.abs(ours - ref).max() <= ABS_MAX, f"{what}: max abs diff {np.abs(ours - ref).max()}"
 
 
 @pytest.fixture(scope="module")

@@ -1176,6 +1176,189 @@ def make_colidefics3_goldens(out_dir: Path, models_dir: Path) -> dict[str, Any]:
     return summary
 
 
+QWEN3_VL_REFERENCE = "qwen3_vl_reference"
+QWEN3_VL_DIR = "tiny-qwen3-vl-embedding"
+# The model card's Qwen3VLEmbedder (scripts/qwen3_vl_embedding.py of Qwen/Qwen3-VL-Embedding-2B)
+QWEN3_VL_DEFAULT_INSTRUCTION = "Represent the user's input."
+QWEN3_VL_QUERY_INSTRUCTION = "Retrieve images or text relevant to the user's query."
+QWEN3_VL_IMAGE_PATCH_SIZE = 16
+QWEN3_VL_MIN_PIXELS = 4 * 32 * 32
+QWEN3_VL_MAX_PIXELS = 1800 * 32 * 32
+QWEN3_VL_MAX_LENGTH = 8192
+
+
+def _install_qwen_vl_utils_shim() -> None:
+    """qwen_vl_utils imports torchvision at module level for its video readers only; images
+    go through PIL. Register an empty stand-in so the image path imports without it."""
+    if "torchvision" in sys.modules:
+        return
+    tv = types.ModuleType("torchvision")
+    tv.__version__ = "0.0-shim"
+    tv.io = types.ModuleType("torchvision.io")
+    tv.transforms = types.ModuleType("torchvision.transforms")
+    tv.transforms.InterpolationMode = type("InterpolationMode", (), {"BICUBIC": 3})
+    for name, mod in (
+        ("torchvision", tv),
+        ("torchvision.io", tv.io),
+        ("torchvision.transforms", tv.transforms),
+    ):
+        sys.modules[name] = mod
+
+
+class Qwen3VLEmbedderReference:
+    """What the Qwen3-VL-Embedding model card's ``Qwen3VLEmbedder`` does (its script is in the
+    model repo, not on a package registry): a system message with the instruction, the user's
+    image then text (``NULL`` when empty), ``apply_chat_template(add_generation_prompt=True)``,
+    images resized by ``qwen_vl_utils.process_vision_info(image_patch_size=16)`` and processed
+    with ``do_resize=False``, transformers' ``Qwen3VLModel``, the last real token's hidden
+    state, L2-normalised."""
+
+    def __init__(self, path: Path) -> None:
+        import torch
+        from transformers import AutoTokenizer, Qwen3VLModel, Qwen3VLProcessor
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+            Qwen2VLImageProcessorPil,
+        )
+
+        _install_qwen_vl_utils_shim()
+        from qwen_vl_utils import process_vision_info
+
+        self.torch = torch
+        self.process_vision_info = process_vision_info
+        self.model, info = Qwen3VLModel.from_pretrained(
+            str(path), torch_dtype=torch.float32, output_loading_info=True
+        )
+        assert not any(info.get(k) for k in ("missing_keys", "mismatched_keys")), info
+        assert all("lm_head" in k for k in info.get("unexpected_keys", [])), info
+        self.model.eval()
+        pre = json.loads((path / "preprocessor_config.json").read_text())
+        image_processor = Qwen2VLImageProcessorPil(
+            **{k: v for k, v in pre.items() if k not in ("image_processor_type", "processor_class")}
+        )
+
+        class _ImageTextQwen3VLProcessor(Qwen3VLProcessor):
+            # as make_processor: the video processor needs torchvision and is never used here
+            def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> Any:
+                if argument_name == "video_processor" and argument is None:
+                    return None
+                return super().check_argument_for_proper_class(argument_name, argument)
+
+        tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="right")
+        self.processor = _ImageTextQwen3VLProcessor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            video_processor=None,
+            chat_template=tokenizer.chat_template,
+        )
+
+    def conversation(self, text: str | None, image: Any, instruction: str | None) -> list:
+        content: list[dict[str, Any]] = []
+        if image is not None:
+            content.append(
+                {
+                    "type": "image",
+                    "image": image,
+                    "min_pixels": QWEN3_VL_MIN_PIXELS,
+                    "max_pixels": QWEN3_VL_MAX_PIXELS,
+                }
+            )
+        if text:
+            content.append({"type": "text", "text": text})
+        if not content:
+            content.append({"type": "text", "text": "NULL"})
+        return [
+            {
+                "role": "system",
+                "content": [{"type": "text", "text": instruction or QWEN3_VL_DEFAULT_INSTRUCTION}],
+            },
+            {"role": "user", "content": content},
+        ]
+
+    def inputs(self, conversations: list) -> Any:
+        text = self.processor.apply_chat_template(
+            conversations, add_generation_prompt=True, tokenize=False
+        )
+        images, _ = self.process_vision_info(conversations, image_patch_size=16)
+        return self.processor(
+            text=text,
+            images=images,
+            truncation=True,
+            max_length=QWEN3_VL_MAX_LENGTH,
+            padding=True,
+            do_resize=False,
+            return_tensors="pt",
+        )
+
+    def encode(self, conversations: list) -> tuple[np.ndarray, Any]:
+        torch = self.torch
+        inputs = self.inputs(conversations)
+        with torch.no_grad():
+            hidden = self.model(**inputs).last_hidden_state
+        mask = inputs["attention_mask"]
+        last = mask.shape[1] - mask.flip(dims=[1]).argmax(dim=1) - 1
+        pooled = hidden[torch.arange(hidden.shape[0]), last]
+        return torch.nn.functional.normalize(pooled, p=2, dim=-1).numpy(), inputs
+
+
+def make_qwen3_vl_goldens(out_dir: Path, models_dir: Path) -> dict[str, Any]:
+    """The model card's embedder (``Qwen3VLEmbedderReference``) on the tiny Qwen3-VL-Embedding:
+    TEXT_FAMILY_TEXTS with the default instruction (documents) and with the query instruction,
+    and the committed PNGs with the default instruction; each alone."""
+    path = models_dir / QWEN3_VL_DIR
+    ref = Qwen3VLEmbedderReference(path)
+    images, names = [], []
+    for spec in IMAGE_SPECS:
+        with Image.open(out_dir / IMAGES_DIRNAME / f"{spec.name}.png") as f:
+            images.append(f.convert("RGB"))
+        names.append(spec.name)
+    texts = list(TEXT_FAMILY_TEXTS)
+    modes = {
+        "document": [ref.conversation(t, None, None) for t in texts],
+        "query": [ref.conversation(t, None, QWEN3_VL_QUERY_INSTRUCTION) for t in texts],
+        "image": [ref.conversation(None, img, None) for img in images],
+    }
+    arrays: dict[str, np.ndarray] = {}
+    entry: dict[str, Any] = {}
+    for mode, convs in modes.items():
+        alone, ids, grids = [], [], []
+        for i, conv in enumerate(convs):
+            vec, inputs = ref.encode([conv])
+            assert np.isfinite(vec).all(), (mode, i)
+            alone.append(vec[0])
+            ids.append(inputs["input_ids"][0].tolist())
+            if "image_grid_thw" in inputs:
+                grids.append(inputs["image_grid_thw"][0].tolist())
+                arrays[f"image.{i}.pixel_values"] = inputs["pixel_values"].numpy()
+        batched, _ = ref.encode(convs)
+        arrays[f"{mode}.embeddings"] = np.stack(alone).astype(np.float32)
+        entry[mode] = {
+            "input_ids": ids,
+            "image_grid_thw": grids or None,
+            "batched_vs_alone_max_abs_diff": float(np.abs(batched - np.stack(alone)).max()),
+        }
+    write_npz(out_dir / f"{QWEN3_VL_REFERENCE}.npz", arrays)
+    summary = {
+        "model_dir": QWEN3_VL_DIR,
+        "model_digest": model_dir_digest(path),
+        "reference": "make_goldens.Qwen3VLEmbedderReference (the model card's Qwen3VLEmbedder: "
+        "chat template, qwen_vl_utils image resize, transformers Qwen3VLModel, last token, "
+        "normalised), each item alone",
+        "instructions": {
+            "default": QWEN3_VL_DEFAULT_INSTRUCTION,
+            "query": QWEN3_VL_QUERY_INSTRUCTION,
+        },
+        "pixels": {"min": QWEN3_VL_MIN_PIXELS, "max": QWEN3_VL_MAX_PIXELS, "factor": 32},
+        "npz_keys": "<document|query|image>.embeddings (float32, (items, dim)), "
+        "image.<i>.pixel_values (float32, (patches, 3*2*16*16))",
+        "texts": texts,
+        "images": names,
+        "versions": {**_package_versions(), "qwen-vl-utils": metadata.version("qwen-vl-utils")},
+        "modes": entry,
+    }
+    write_json(out_dir / f"{QWEN3_VL_REFERENCE}.json", summary)
+    return summary
+
+
 COLBERT_REFERENCE = "colbert_reference"
 COLBERT_DIR = "tiny-lfm2-colbert"
 # pylate settings each variant overrides (the model's own config_sentence_transformers.json
@@ -1306,6 +1489,12 @@ def main(argv: list[str] | None = None) -> int:
             text = make_text_family_goldens(out_dir, models_dir)
             siglip = make_siglip_goldens(out_dir, models_dir)
             colsmol = make_colidefics3_goldens(out_dir, models_dir)
+            qwen3_vl = make_qwen3_vl_goldens(out_dir, models_dir)
+        for mode, entry in qwen3_vl["modes"].items():
+            print(
+                f"qwen3_vl {mode}: tokens {[len(x) for x in entry['input_ids']]} "
+                f"batched-vs-alone {entry['batched_vs_alone_max_abs_diff']:.1e}"
+            )
         for kind, entry in colsmol["kinds"].items():
             print(
                 f"colidefics3 {kind}: tokens {[len(x) for x in entry['input_ids']]} "

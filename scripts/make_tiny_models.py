@@ -1526,6 +1526,144 @@ def make_tiny_colidefics3(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
     return out_dir
 
 
+QWEN3_VL_DIRNAME = "tiny-qwen3-vl-embedding"
+# A Qwen2-VL style chat template (system, then the user's images and texts, then the
+# generation prompt): what Qwen3-VL's template renders for these messages.
+QWEN_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def qwen3_vl_published_key(mlx_key: str) -> str:
+    """mlx-vlm's names -> transformers' Qwen3VLForConditionalGeneration names."""
+    if mlx_key.startswith("language_model.model."):
+        return "model.language_model." + mlx_key[len("language_model.model.") :]
+    if mlx_key.startswith("vision_tower."):
+        return "model.visual." + mlx_key[len("vision_tower.") :]
+    if mlx_key.startswith("language_model.lm_head."):
+        return mlx_key[len("language_model.") :]
+    raise ValueError(f"unexpected parameter {mlx_key}")
+
+
+def make_tiny_qwen3_vl(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
+    """A tiny Qwen3-VL-Embedding in the layout of Qwen/Qwen3-VL-Embedding-2B: a
+    ``Qwen3VLForConditionalGeneration`` checkpoint (``model.visual.*`` with deepstack mergers,
+    ``model.language_model.*``, tied embeddings; Conv3d patch embedding in the torch layout),
+    the Qwen2 tokenizer with a chat template, the Qwen2-VL image processor config (patch 16)."""
+    from mlx_embeddings.models.qwen3_vl import Model, ModelArgs
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    special_ids = write_qwen_tokenizer(out_dir)
+    tok_config = json.loads((out_dir / "tokenizer_config.json").read_text())
+    tok_config.update(
+        chat_template=QWEN_VL_CHAT_TEMPLATE,
+        eos_token="<|im_end|>",
+        padding_side="right",
+        model_max_length=262144,
+    )
+    tok_config.pop("processor_class", None)
+    _write_json(out_dir / "tokenizer_config.json", tok_config)
+    vocab_size = _round_up(max(special_ids.values()) + 1, 64)
+    text_config = {
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": special_ids["<|endoftext|>"],
+        "eos_token_id": special_ids["<|im_end|>"],
+        "head_dim": 16,
+        "hidden_act": "silu",
+        "hidden_size": 64,
+        "initializer_range": 0.02,
+        "intermediate_size": 128,
+        "max_position_embeddings": 262144,
+        "model_type": "qwen3_vl_text",
+        "num_attention_heads": 4,
+        "num_hidden_layers": 3,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": {
+            "mrope_interleaved": True,
+            "mrope_section": [2, 3, 3],
+            "rope_type": "default",
+        },
+        "rope_theta": 5000000,
+        "tie_word_embeddings": True,
+        "use_cache": True,
+        "vocab_size": vocab_size,
+    }
+    vision_config = {
+        "deepstack_visual_indexes": [0, 1],
+        "depth": 3,
+        "hidden_act": "gelu_pytorch_tanh",
+        "hidden_size": 32,
+        "in_channels": 3,
+        "initializer_range": 0.02,
+        "intermediate_size": 64,
+        "model_type": "qwen3_vl",
+        "num_heads": 2,
+        "num_position_embeddings": 64,
+        "out_hidden_size": 64,
+        "patch_size": 16,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    config = {
+        "architectures": ["Qwen3VLForConditionalGeneration"],
+        "image_token_id": special_ids["<|image_pad|>"],
+        "model_type": "qwen3_vl",
+        "text_config": text_config,
+        "tie_word_embeddings": True,
+        "torch_dtype": "float32",
+        "transformers_version": "4.57.0",
+        "video_token_id": special_ids["<|video_pad|>"],
+        "vision_config": vision_config,
+        "vision_end_token_id": special_ids["<|vision_end|>"],
+        "vision_start_token_id": special_ids["<|vision_start|>"],
+    }
+    _write_json(out_dir / "config.json", config)
+    model = Model(ModelArgs.from_dict(dict(config)))
+    params = _random_parameters(model, seed + 9)
+    weights = {}
+    for k, v in params.items():
+        if k.endswith(
+            "patch_embed.proj.weight"
+        ):  # MLX (out, t, h, w, in) -> torch (out, in, t, h, w)
+            v = v.transpose(0, 4, 1, 2, 3)
+        weights[qwen3_vl_published_key(k)] = v
+    _save_weights(out_dir, weights)
+    _write_json(
+        out_dir / "preprocessor_config.json",
+        {
+            "do_convert_rgb": True,
+            "do_normalize": True,
+            "do_rescale": True,
+            "do_resize": True,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_processor_type": "Qwen2VLImageProcessorFast",
+            "image_std": [0.5, 0.5, 0.5],
+            "merge_size": 2,
+            "patch_size": 16,
+            "processor_class": "Qwen3VLProcessor",
+            "resample": 3,
+            "rescale_factor": 1 / 255,
+            "size": {"longest_edge": 16777216, "shortest_edge": 65536},
+            "temporal_patch_size": 2,
+        },
+    )
+    return out_dir
+
+
 SIGLIP_DIRNAME = "tiny-siglip-patch8-32"  # mlx-embeddings reads patch/image size from the name
 SIGLIP_TEXT_LENGTH = 16  # text max_position_embeddings: texts are padded to it (64 in SigLIP)
 
@@ -1706,6 +1844,7 @@ def make_all(
         "siglip": make_tiny_siglip(out_dir / SIGLIP_DIRNAME, seed=seed),
         "lfm2": make_tiny_lfm2_colbert(out_dir / LFM2_COLBERT_DIRNAME, seed=seed),
         "colidefics3": make_tiny_colidefics3(out_dir / COLIDEFICS3_DIRNAME, seed=seed),
+        "qwen3_vl": make_tiny_qwen3_vl(out_dir / QWEN3_VL_DIRNAME, seed=seed),
     }
 
 

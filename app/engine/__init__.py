@@ -36,6 +36,10 @@ def load_adapter(settings: Settings) -> Adapter:
         if not is_colidefics3(config):
             raise ValueError(f"{settings.model}: an idefics3 model that is not a ColIdefics3")
         adapter = ColIdefics3Adapter(path, settings)
+    elif model_type == "qwen3_vl":
+        from app.engine.qwen3_vl import Qwen3VLAdapter
+
+        adapter = Qwen3VLAdapter(path, settings)
     elif model_type == "siglip":
         from app.engine.siglip import SiglipAdapter
 
@@ -51,7 +55,7 @@ def load_adapter(settings: Settings) -> Adapter:
     else:
         raise ValueError(
             f"model type {model_type!r} of {settings.model} is not supported "
-            f"(supported: colqwen2_5, colidefics3, siglip, "
+            f"(supported: colqwen2_5, colidefics3, siglip, qwen3_vl, "
             f"{', '.join(COLBERT_NAMES + TEXT_FAMILY_NAMES)})"
         )
     info = adapter.info

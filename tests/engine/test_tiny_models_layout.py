@@ -460,3 +460,32 @@ def test_colidefics3_layout(tiny_models_dir: Path) -> None:
     assert pre["max_image_size"]["longest_edge"] == cfg["vision_config"]["image_size"]
     proc = json.loads((path / "processor_config.json").read_text())
     assert proc["image_seq_len"] == (32 // 8) ** 2 // cfg["scale_factor"] ** 2
+
+
+# ------------------------------------------------------------------------------------------
+# (i) Qwen3-VL-Embedding (Qwen/Qwen3-VL-Embedding-2B layout)
+# ------------------------------------------------------------------------------------------
+
+
+def test_qwen3_vl_layout(tiny_models_dir: Path) -> None:
+    path = tiny_models_dir / _script().QWEN3_VL_DIRNAME
+    cfg = _config(path)
+    assert cfg["model_type"] == "qwen3_vl"
+    assert cfg["architectures"] == ["Qwen3VLForConditionalGeneration"]
+    weights = _file_weights(path)
+    assert {k.split(".")[1] for k in weights} == {"visual", "language_model"}
+    assert not any("lm_head" in k for k in weights)  # tied embeddings
+    patch = weights["model.visual.patch_embed.proj.weight"]
+    assert patch.shape == (32, 3, 2, 16, 16)  # torch Conv3d (out, in, t, h, w)
+    assert "model.visual.deepstack_merger_list.1.linear_fc2.weight" in weights
+    tok = AutoTokenizer.from_pretrained(path)
+    assert tok.chat_template and tok.padding_side == "right"
+    for t in ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|im_start|>"):
+        assert len(tok(t)["input_ids"]) == 1, t
+    assert tok.convert_tokens_to_ids("<|image_pad|>") == cfg["image_token_id"]
+    model = _load(path)
+    assert type(model).__module__ == "mlx_embeddings.models.qwen3_vl.model"
+    sanitized = model.vision_tower.sanitize(model.sanitize(weights))
+    _assert_same_keys_and_shapes(model, sanitized)
+    pre = json.loads((path / "preprocessor_config.json").read_text())
+    assert pre["patch_size"] == cfg["vision_config"]["patch_size"] and pre["merge_size"] == 2

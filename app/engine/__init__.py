@@ -17,6 +17,15 @@ log = logging.getLogger(__name__)
 TEXT_FAMILY_NAMES = ("bert", "xlm_roberta", "modernbert", "qwen3", "gemma3_text", "llama_bidirec")
 # multi-vector text models in pylate's ColBERT layout (app.engine.colbert)
 COLBERT_NAMES = ("lfm2",)
+# model types mlx-embeddings ships that are refused, and why
+REFUSED = {
+    "llama_nemotron_vl": (
+        "llama_nemotron_vl is not served: its reference (the model repo's remote code, the same "
+        "as NeMo Automodel 0.7.0's LlamaNemotronVLProcessor) tiles and resizes images with "
+        "transformers' torchvision-backed fast image processor and casts the pixels to "
+        "bfloat16, so its image vectors cannot be reproduced and checked without torchvision"
+    ),
+}
 
 
 def load_adapter(settings: Settings) -> Adapter:
@@ -52,6 +61,8 @@ def load_adapter(settings: Settings) -> Adapter:
         from app.engine.pooled import PooledTextAdapter
 
         adapter = PooledTextAdapter(path, settings)
+    elif model_type in REFUSED:
+        raise ValueError(f"{settings.model}: {REFUSED[model_type]}")
     else:
         raise ValueError(
             f"model type {model_type!r} of {settings.model} is not supported "

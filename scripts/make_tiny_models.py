@@ -19,6 +19,11 @@ Writes these model directories under ``DIR``:
   pooling, instruct query prompt), ``tiny-embeddinggemma/`` (google/embeddinggemma-300m:
   Gemma3TextModel, bidirectional sliding-window layers, 2_Dense/3_Dense, its prompts),
   ``tiny-siglip-patch8-32/`` (google/siglip-base-patch16-224: SiglipModel, spiece.model).
+* ``tiny-lfm2-colbert/`` (LiquidAI/LFM2-ColBERT-350M: Lfm2Model + pylate ``1_Dense``, ``[Q] `` /
+  ``[D] `` prefix tokens), ``tiny-colsmol/`` (vidore/colSmol-256M merged: colpali-engine's
+  ColIdefics3 names, Idefics3 image processor), ``tiny-qwen3-vl-embedding/``
+  (Qwen/Qwen3-VL-Embedding-2B: Qwen3VLForConditionalGeneration names, deepstack vision, chat
+  template).
 
 Everything is random but deterministic (fixed seeds, numpy generators, in-process tokenizer
 training on a built-in corpus), so reruns produce identical files. No torch is needed: the

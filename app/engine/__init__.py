@@ -20,10 +20,11 @@ COLBERT_NAMES = ("lfm2",)
 # model types mlx-embeddings ships that are refused, and why
 REFUSED = {
     "llama_nemotron_vl": (
-        "llama_nemotron_vl is not served: its reference (the model repo's remote code, the same "
-        "as NeMo Automodel 0.7.0's LlamaNemotronVLProcessor) tiles and resizes images with "
-        "transformers' torchvision-backed fast image processor and casts the pixels to "
-        "bfloat16, so its image vectors cannot be reproduced and checked without torchvision"
+        "llama_nemotron_vl is not served: its reference is remote code in the model repo, and "
+        "NVIDIA's published implementation (NeMo Automodel 0.7.0's LlamaNemotronVLProcessor) "
+        "tiles and resizes images with transformers' torchvision-backed fast image processor "
+        "and casts the pixels to bfloat16, so its image vectors cannot be reproduced and "
+        "checked without torchvision"
     ),
 }
 

@@ -63,9 +63,8 @@ PYLATE_DEFAULTS: dict[str, Any] = {
 def read_colbert_settings(path: Path) -> dict[str, Any]:
     f = path / "config_sentence_transformers.json"
     config = json.loads(f.read_text()) if f.exists() else {}
-    out = {
-        k: config.get(k, v) if config.get(k) is not None else v for k, v in PYLATE_DEFAULTS.items()
-    }
+    # a missing or null key takes pylate's default
+    out = {k: v if config.get(k) is None else config[k] for k, v in PYLATE_DEFAULTS.items()}
     if not out["do_query_expansion"]:
         out["attend_to_expansion_tokens"] = False
     return out

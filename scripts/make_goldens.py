@@ -1084,6 +1084,346 @@ def make_siglip_goldens(out_dir: Path, models_dir: Path) -> dict[str, Any]:
     return summary
 
 
+COLIDEFICS3_REFERENCE = "colidefics3_reference"
+COLIDEFICS3_DIR = "tiny-colsmol"
+
+
+def make_colidefics3_goldens(out_dir: Path, models_dir: Path) -> dict[str, Any]:
+    """colpali-engine's ColIdefics3 + ColIdefics3Processor (the colSmol model card's usage) on
+    the tiny ColIdefics3: QUERIES as queries (``process_queries``) and as documents
+    (``process_texts``), the committed PNGs as documents (``process_images``, with the PIL
+    Idefics3 image processor: torchvision stays out); each alone, real tokens only."""
+    import torch
+    from colpali_engine.models import ColIdefics3, ColIdefics3Processor
+    from transformers import AutoTokenizer
+    from transformers.models.idefics3.image_processing_pil_idefics3 import (
+        Idefics3ImageProcessorPil,
+    )
+
+    path = models_dir / COLIDEFICS3_DIR
+    model, info = ColIdefics3.from_pretrained(
+        str(path), torch_dtype=torch.float32, output_loading_info=True
+    )
+    assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), (
+        info
+    )
+    model.eval()
+    pre = json.loads((path / "preprocessor_config.json").read_text())
+    image_processor = Idefics3ImageProcessorPil(
+        **{k: v for k, v in pre.items() if k not in ("image_processor_type", "processor_class")}
+    )
+    seq_len = json.loads((path / "processor_config.json").read_text())["image_seq_len"]
+    processor = ColIdefics3Processor(
+        image_processor=image_processor,
+        tokenizer=AutoTokenizer.from_pretrained(str(path)),
+        image_seq_len=seq_len,
+    )
+    texts = [t for _, t in QUERIES]
+    images, names = [], []
+    for spec in IMAGE_SPECS:
+        with Image.open(out_dir / IMAGES_DIRNAME / f"{spec.name}.png") as f:
+            images.append(f.convert("RGB"))
+        names.append(spec.name)
+
+    def run(batch: Any) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = model(**batch)
+        return [
+            out[i][batch["attention_mask"][i].bool()].numpy().astype(np.float32)
+            for i in range(out.shape[0])
+        ]
+
+    arrays: dict[str, np.ndarray] = {}
+    kinds: dict[str, Any] = {}
+    for kind, items, process in (
+        ("query", texts, lambda xs: processor.process_queries(xs)),
+        ("document", texts, lambda xs: processor.process_texts(xs)),
+        ("image", images, lambda xs: processor.process_images(xs)),
+    ):
+        alone, ids = [], []
+        for i, x in enumerate(items):
+            batch = process([x])
+            ids.append(batch["input_ids"][0].tolist())
+            (vecs,) = run(batch)
+            assert np.isfinite(vecs).all(), (kind, i)
+            arrays[f"{kind}.{i}.embeddings"] = vecs
+            alone.append(vecs)
+            if kind == "image":
+                arrays[f"{kind}.{i}.pixel_values"] = batch["pixel_values"][0].numpy()
+        batched = run(process(items))  # colpali pads on the LEFT
+        kinds[kind] = {
+            "input_ids": ids,
+            "batched_vs_alone_max_abs_diff": float(
+                max(np.abs(b - a).max() for a, b in zip(alone, batched, strict=True))
+            ),
+        }
+    write_npz(out_dir / f"{COLIDEFICS3_REFERENCE}.npz", arrays)
+    summary = {
+        "model_dir": COLIDEFICS3_DIR,
+        "model_digest": model_dir_digest(path),
+        "reference": "colpali_engine ColIdefics3.from_pretrained(dir) with ColIdefics3Processor"
+        "(Idefics3ImageProcessorPil(**preprocessor_config), tokenizer, image_seq_len): "
+        "process_queries / process_texts / process_images, each item alone",
+        "npz_keys": "<query|document|image>.<i>.embeddings (float32, (tokens, 128)), "
+        "image.<i>.pixel_values (float32, (frames, 3, S, S))",
+        "texts": texts,
+        "images": names,
+        "image_seq_len": seq_len,
+        "versions": _package_versions(),
+        "kinds": kinds,
+    }
+    write_json(out_dir / f"{COLIDEFICS3_REFERENCE}.json", summary)
+    return summary
+
+
+QWEN3_VL_REFERENCE = "qwen3_vl_reference"
+QWEN3_VL_DIR = "tiny-qwen3-vl-embedding"
+# The model card's Qwen3VLEmbedder (scripts/qwen3_vl_embedding.py of Qwen/Qwen3-VL-Embedding-2B)
+QWEN3_VL_DEFAULT_INSTRUCTION = "Represent the user's input."
+QWEN3_VL_QUERY_INSTRUCTION = "Retrieve images or text relevant to the user's query."
+QWEN3_VL_IMAGE_PATCH_SIZE = 16
+QWEN3_VL_MIN_PIXELS = 4 * 32 * 32
+QWEN3_VL_MAX_PIXELS = 1800 * 32 * 32
+QWEN3_VL_MAX_LENGTH = 8192
+
+
+def _install_qwen_vl_utils_shim() -> None:
+    """qwen_vl_utils imports torchvision at module level for its video readers only; images
+    go through PIL. Register an empty stand-in so the image path imports without it."""
+    if "torchvision" in sys.modules:
+        return
+    tv = types.ModuleType("torchvision")
+    tv.__version__ = "0.0-shim"
+    tv.io = types.ModuleType("torchvision.io")
+    tv.transforms = types.ModuleType("torchvision.transforms")
+    tv.transforms.InterpolationMode = type("InterpolationMode", (), {"BICUBIC": 3})
+    for name, mod in (
+        ("torchvision", tv),
+        ("torchvision.io", tv.io),
+        ("torchvision.transforms", tv.transforms),
+    ):
+        sys.modules[name] = mod
+
+
+class Qwen3VLEmbedderReference:
+    """What the Qwen3-VL-Embedding model card's ``Qwen3VLEmbedder`` does (its script is in the
+    model repo, not on a package registry): a system message with the instruction, the user's
+    image then text (``NULL`` when empty), ``apply_chat_template(add_generation_prompt=True)``,
+    images resized by ``qwen_vl_utils.process_vision_info(image_patch_size=16)`` and processed
+    with ``do_resize=False``, transformers' ``Qwen3VLModel``, the last real token's hidden
+    state, L2-normalised."""
+
+    def __init__(self, path: Path) -> None:
+        import torch
+        from transformers import AutoTokenizer, Qwen3VLModel, Qwen3VLProcessor
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+            Qwen2VLImageProcessorPil,
+        )
+
+        _install_qwen_vl_utils_shim()
+        from qwen_vl_utils import process_vision_info
+
+        self.torch = torch
+        self.process_vision_info = process_vision_info
+        self.model, info = Qwen3VLModel.from_pretrained(
+            str(path), torch_dtype=torch.float32, output_loading_info=True
+        )
+        assert not any(info.get(k) for k in ("missing_keys", "mismatched_keys")), info
+        assert all("lm_head" in k for k in info.get("unexpected_keys", [])), info
+        self.model.eval()
+        pre = json.loads((path / "preprocessor_config.json").read_text())
+        image_processor = Qwen2VLImageProcessorPil(
+            **{k: v for k, v in pre.items() if k not in ("image_processor_type", "processor_class")}
+        )
+
+        class _ImageTextQwen3VLProcessor(Qwen3VLProcessor):
+            # as make_processor: the video processor needs torchvision and is never used here
+            def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> Any:
+                if argument_name == "video_processor" and argument is None:
+                    return None
+                return super().check_argument_for_proper_class(argument_name, argument)
+
+        tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="right")
+        self.processor = _ImageTextQwen3VLProcessor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            video_processor=None,
+            chat_template=tokenizer.chat_template,
+        )
+
+    def conversation(self, text: str | None, image: Any, instruction: str | None) -> list:
+        content: list[dict[str, Any]] = []
+        if image is not None:
+            content.append(
+                {
+                    "type": "image",
+                    "image": image,
+                    "min_pixels": QWEN3_VL_MIN_PIXELS,
+                    "max_pixels": QWEN3_VL_MAX_PIXELS,
+                }
+            )
+        if text:
+            content.append({"type": "text", "text": text})
+        if not content:
+            content.append({"type": "text", "text": "NULL"})
+        return [
+            {
+                "role": "system",
+                "content": [{"type": "text", "text": instruction or QWEN3_VL_DEFAULT_INSTRUCTION}],
+            },
+            {"role": "user", "content": content},
+        ]
+
+    def inputs(self, conversations: list) -> Any:
+        text = self.processor.apply_chat_template(
+            conversations, add_generation_prompt=True, tokenize=False
+        )
+        images, _ = self.process_vision_info(conversations, image_patch_size=16)
+        return self.processor(
+            text=text,
+            images=images,
+            truncation=True,
+            max_length=QWEN3_VL_MAX_LENGTH,
+            padding=True,
+            do_resize=False,
+            return_tensors="pt",
+        )
+
+    def encode(self, conversations: list) -> tuple[np.ndarray, Any]:
+        torch = self.torch
+        inputs = self.inputs(conversations)
+        with torch.no_grad():
+            hidden = self.model(**inputs).last_hidden_state
+        mask = inputs["attention_mask"]
+        last = mask.shape[1] - mask.flip(dims=[1]).argmax(dim=1) - 1
+        pooled = hidden[torch.arange(hidden.shape[0]), last]
+        return torch.nn.functional.normalize(pooled, p=2, dim=-1).numpy(), inputs
+
+
+def make_qwen3_vl_goldens(out_dir: Path, models_dir: Path) -> dict[str, Any]:
+    """The model card's embedder (``Qwen3VLEmbedderReference``) on the tiny Qwen3-VL-Embedding:
+    TEXT_FAMILY_TEXTS with the default instruction (documents) and with the query instruction,
+    and the committed PNGs with the default instruction; each alone."""
+    path = models_dir / QWEN3_VL_DIR
+    ref = Qwen3VLEmbedderReference(path)
+    images, names = [], []
+    for spec in IMAGE_SPECS:
+        with Image.open(out_dir / IMAGES_DIRNAME / f"{spec.name}.png") as f:
+            images.append(f.convert("RGB"))
+        names.append(spec.name)
+    texts = list(TEXT_FAMILY_TEXTS)
+    modes = {
+        "document": [ref.conversation(t, None, None) for t in texts],
+        "query": [ref.conversation(t, None, QWEN3_VL_QUERY_INSTRUCTION) for t in texts],
+        "image": [ref.conversation(None, img, None) for img in images],
+    }
+    arrays: dict[str, np.ndarray] = {}
+    entry: dict[str, Any] = {}
+    for mode, convs in modes.items():
+        alone, ids, grids = [], [], []
+        for i, conv in enumerate(convs):
+            vec, inputs = ref.encode([conv])
+            assert np.isfinite(vec).all(), (mode, i)
+            alone.append(vec[0])
+            ids.append(inputs["input_ids"][0].tolist())
+            if "image_grid_thw" in inputs:
+                grids.append(inputs["image_grid_thw"][0].tolist())
+                arrays[f"image.{i}.pixel_values"] = inputs["pixel_values"].numpy()
+        batched, _ = ref.encode(convs)
+        arrays[f"{mode}.embeddings"] = np.stack(alone).astype(np.float32)
+        entry[mode] = {
+            "input_ids": ids,
+            "image_grid_thw": grids or None,
+            "batched_vs_alone_max_abs_diff": float(np.abs(batched - np.stack(alone)).max()),
+        }
+    write_npz(out_dir / f"{QWEN3_VL_REFERENCE}.npz", arrays)
+    summary = {
+        "model_dir": QWEN3_VL_DIR,
+        "model_digest": model_dir_digest(path),
+        "reference": "make_goldens.Qwen3VLEmbedderReference (the model card's Qwen3VLEmbedder: "
+        "chat template, qwen_vl_utils image resize, transformers Qwen3VLModel, last token, "
+        "normalised), each item alone",
+        "instructions": {
+            "default": QWEN3_VL_DEFAULT_INSTRUCTION,
+            "query": QWEN3_VL_QUERY_INSTRUCTION,
+        },
+        "pixels": {"min": QWEN3_VL_MIN_PIXELS, "max": QWEN3_VL_MAX_PIXELS, "factor": 32},
+        "npz_keys": "<document|query|image>.embeddings (float32, (items, dim)), "
+        "image.<i>.pixel_values (float32, (patches, 3*2*16*16))",
+        "texts": texts,
+        "images": names,
+        "versions": {**_package_versions(), "qwen-vl-utils": metadata.version("qwen-vl-utils")},
+        "modes": entry,
+    }
+    write_json(out_dir / f"{QWEN3_VL_REFERENCE}.json", summary)
+    return summary
+
+
+COLBERT_REFERENCE = "colbert_reference"
+COLBERT_DIR = "tiny-lfm2-colbert"
+# pylate settings each variant overrides (the model's own config_sentence_transformers.json
+# asks for query expansion with masked expansion tokens)
+COLBERT_VARIANTS: dict[str, dict[str, bool]] = {
+    "expansion": {},
+    "no_expansion": {"do_query_expansion": False},
+    "attend_expansion": {"attend_to_expansion_tokens": True},
+}
+
+
+def make_colbert_goldens(out_dir: Path, models_dir: Path) -> dict[str, Any]:
+    """pylate's ``ColBERT.encode`` (the LFM2-ColBERT model card's usage) on the tiny
+    LFM2-ColBERT: TEXT_FAMILY_TEXTS as queries and as documents, each alone, per settings
+    variant; the token ids pylate feeds the model; batched-vs-alone diffs. Needs pylate 1.6.0,
+    which needs sentence-transformers 5.3 (see tests/goldens/README.md)."""
+    from pylate import models
+
+    path = models_dir / COLBERT_DIR
+    texts = list(TEXT_FAMILY_TEXTS)
+    arrays: dict[str, np.ndarray] = {}
+    variants: dict[str, Any] = {}
+    for variant, overrides in COLBERT_VARIANTS.items():
+        model = models.ColBERT(model_name_or_path=str(path), device="cpu", **overrides)
+        model.eval()
+        entry: dict[str, Any] = {
+            "overrides": overrides,
+            "modules": [type(m).__name__ for m in model],
+            "backbone": type(model[0].auto_model).__name__,
+            "pad_token_id": model.tokenizer.pad_token_id,
+            "skiplist": sorted(set(map(int, model.skiplist))),
+            "roles": {},
+        }
+        for role in ("query", "document"):
+            is_query = role == "query"
+            alone = [model.encode([t], is_query=is_query, batch_size=1)[0] for t in texts]
+            batched = model.encode(texts, is_query=is_query, batch_size=len(texts))
+            ids = [model.tokenize([t], is_query=is_query)["input_ids"][0].tolist() for t in texts]
+            for i, vecs in enumerate(alone):
+                assert np.isfinite(vecs).all(), (variant, role, i)
+                arrays[f"{variant}.{role}.{i}"] = np.asarray(vecs, dtype=np.float32)
+            entry["roles"][role] = {
+                "input_ids": ids,
+                "num_vectors": [int(len(v)) for v in alone],
+                "batched_vs_alone_max_abs_diff": float(
+                    max(np.abs(b - a).max() for a, b in zip(alone, batched, strict=True))
+                ),
+            }
+        variants[variant] = entry
+    write_npz(out_dir / f"{COLBERT_REFERENCE}.npz", arrays)
+    summary = {
+        "model_dir": COLBERT_DIR,
+        "model_digest": model_dir_digest(path),
+        "reference": "pylate.models.ColBERT(dir, device='cpu', **overrides).encode([text], "
+        "is_query=...) (normalized per token; queries keep every token, documents drop the "
+        "skiplist), each text alone",
+        "npz_keys": "<variant>.<query|document>.<text index> (float32, (vectors, dim))",
+        "texts": texts,
+        "versions": {**_package_versions(), "pylate": metadata.version("pylate")},
+        "variants": variants,
+    }
+    write_json(out_dir / f"{COLBERT_REFERENCE}.json", summary)
+    return summary
+
+
 # --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
@@ -1095,9 +1435,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument(
         "--only",
-        choices=["colqwen", "colqwen-text-documents", "minilm", "text-families"],
+        choices=["colqwen", "colqwen-text-documents", "minilm", "text-families", "colbert"],
         action="append",
-        help="write only these goldens (repeatable; default: all)",
+        help="write only these goldens (repeatable; default: all but colbert, which needs "
+        "pylate and sentence-transformers 5.3)",
     )
     parser.add_argument(
         "--tiny-models-dir",
@@ -1117,6 +1458,27 @@ def main(argv: list[str] | None = None) -> int:
 
     out_dir: Path = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    if "colbert" in only:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            models_dir = args.tiny_models_dir or Path(tmp)
+            if args.tiny_models_dir is None:
+                build_tiny_text_models(models_dir)
+            colbert = make_colbert_goldens(out_dir, models_dir)
+        for variant, entry in colbert["variants"].items():
+            print(
+                f"colbert {variant}: {entry['modules']} ({entry['backbone']}) vectors "
+                + ", ".join(f"{r}={v['num_vectors']}" for r, v in entry["roles"].items())
+                + " batched-vs-alone "
+                + ", ".join(
+                    f"{r}={v['batched_vs_alone_max_abs_diff']:.1e}"
+                    for r, v in entry["roles"].items()
+                )
+            )
+        only.discard("colbert")
+        if not only:
+            return 0
     if "text-families" in only:
         import tempfile
 
@@ -1126,6 +1488,18 @@ def main(argv: list[str] | None = None) -> int:
                 build_tiny_text_models(models_dir)
             text = make_text_family_goldens(out_dir, models_dir)
             siglip = make_siglip_goldens(out_dir, models_dir)
+            colsmol = make_colidefics3_goldens(out_dir, models_dir)
+            qwen3_vl = make_qwen3_vl_goldens(out_dir, models_dir)
+        for mode, entry in qwen3_vl["modes"].items():
+            print(
+                f"qwen3_vl {mode}: tokens {[len(x) for x in entry['input_ids']]} "
+                f"batched-vs-alone {entry['batched_vs_alone_max_abs_diff']:.1e}"
+            )
+        for kind, entry in colsmol["kinds"].items():
+            print(
+                f"colidefics3 {kind}: tokens {[len(x) for x in entry['input_ids']]} "
+                f"batched(left-padded)-vs-alone {entry['batched_vs_alone_max_abs_diff']:.1e}"
+            )
         print("siglip text masked-vs-unmasked cosine:", siglip["text_masked_vs_unmasked_cosine"])
         for family, entry in text["families"].items():
             diffs = {

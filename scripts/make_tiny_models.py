@@ -19,6 +19,11 @@ Writes these model directories under ``DIR``:
   pooling, instruct query prompt), ``tiny-embeddinggemma/`` (google/embeddinggemma-300m:
   Gemma3TextModel, bidirectional sliding-window layers, 2_Dense/3_Dense, its prompts),
   ``tiny-siglip-patch8-32/`` (google/siglip-base-patch16-224: SiglipModel, spiece.model).
+* ``tiny-lfm2-colbert/`` (LiquidAI/LFM2-ColBERT-350M: Lfm2Model + pylate ``1_Dense``, ``[Q] `` /
+  ``[D] `` prefix tokens), ``tiny-colsmol/`` (vidore/colSmol-256M merged: colpali-engine's
+  ColIdefics3 names, Idefics3 image processor), ``tiny-qwen3-vl-embedding/``
+  (Qwen/Qwen3-VL-Embedding-2B: Qwen3VLForConditionalGeneration names, deepstack vision, chat
+  template).
 
 Everything is random but deterministic (fixed seeds, numpy generators, in-process tokenizer
 training on a built-in corpus), so reruns produce identical files. No torch is needed: the
@@ -1241,6 +1246,429 @@ def make_tiny_llama_bidirec(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
     return out_dir
 
 
+LFM2_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|pad|>",
+    "<|startoftext|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+)
+LFM2_COLBERT_DIRNAME = "tiny-lfm2-colbert"
+# pylate's ColBERT settings (config_sentence_transformers.json); the prefixes are tokens of the
+# tokenizer (pylate adds them with add_tokens when it saves the model)
+LFM2_COLBERT_SETTINGS: dict[str, Any] = {
+    "query_prefix": "[Q] ",
+    "document_prefix": "[D] ",
+    "query_length": 32,
+    "document_length": 48,
+    "attend_to_expansion_tokens": False,
+    "do_query_expansion": True,
+    "skiplist_words": list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+}
+
+
+def make_tiny_lfm2_colbert(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
+    """A tiny LFM2-ColBERT in the layout of LiquidAI/LFM2-ColBERT-350M (a pylate ColBERT):
+    ``Lfm2Model`` weights without a prefix (conv weights in the torch layout (C, 1, K)),
+    ``1_Dense/`` (pylate Dense, ``linear.weight``, no bias), a byte-level BPE that puts
+    ``<|startoftext|>`` first, the ``[Q] `` / ``[D] `` prefix tokens added after the vocabulary,
+    and pylate's settings in ``config_sentence_transformers.json``."""
+    from mlx_embeddings.models.lfm2 import Model, ModelArgs
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = write_bpe_tokenizer(
+        out_dir,
+        specials=LFM2_SPECIAL_TOKENS,
+        single="<|startoftext|> $A",
+        pair="<|startoftext|> $A $B:1",
+        tokenizer_config={
+            "bos_token": "<|startoftext|>",
+            "clean_up_tokenization_spaces": False,
+            "eos_token": "<|im_end|>",
+            "legacy": False,
+            "model_input_names": ["input_ids", "attention_mask"],
+            "model_max_length": 1000000000000000019884624838656,
+            "pad_token": "<|pad|>",
+            "padding_side": "right",
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "use_default_system_prompt": False,
+        },
+    )
+    tok = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
+    prefixes = [LFM2_COLBERT_SETTINGS["query_prefix"], LFM2_COLBERT_SETTINGS["document_prefix"]]
+    tok.add_tokens([AddedToken(p, normalized=True, special=False) for p in prefixes])
+    tok.save(str(out_dir / "tokenizer.json"))
+    vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    config = {
+        "architectures": ["Lfm2Model"],
+        "block_auto_adjust_ff_dim": True,
+        "block_dim": 64,
+        "block_ff_dim": 192,
+        "block_ffn_dim_multiplier": 1.0,
+        "block_mlp_init_scale": 1.0,
+        "block_multiple_of": 32,
+        "block_norm_eps": 1e-05,
+        "block_out_init_scale": 1.0,
+        "block_use_swiglu": True,
+        "block_use_xavier_init": True,
+        "bos_token_id": ids["<|startoftext|>"],
+        "conv_L_cache": 3,
+        "conv_bias": False,
+        "conv_dim": 64,
+        "conv_dim_out": 64,
+        "conv_use_xavier_init": True,
+        "eos_token_id": ids["<|im_end|>"],
+        "hidden_size": 64,
+        "initializer_range": 0.02,
+        "intermediate_size": 192,
+        "layer_types": ["conv", "full_attention", "conv", "full_attention"],
+        "max_position_embeddings": 128000,
+        "model_type": "lfm2",
+        "norm_eps": 1e-05,
+        "num_attention_heads": 4,
+        "num_heads": 4,
+        "num_hidden_layers": 4,
+        "num_key_value_heads": 2,
+        "pad_token_id": ids["<|pad|>"],
+        "rope_theta": 1000000.0,
+        "torch_dtype": "float32",
+        "use_cache": True,
+        "use_pos_enc": True,
+        "vocab_size": vocab_size,
+    }
+    _write_json(out_dir / "config.json", config)
+    dim = 32
+    model = Model(ModelArgs.from_dict({**config, "out_features": dim}))
+    params = _random_parameters(model, seed + 7)
+    dense = {"linear.weight": params.pop("dense.0.weight")}
+    backbone = _strip_prefix(params, "model.")
+    for k, v in backbone.items():
+        if k.endswith("conv.conv.weight"):  # MLX (C, K, 1) -> torch (C, 1, K)
+            backbone[k] = v.transpose(0, 2, 1)
+    _save_weights(out_dir, backbone)
+    (out_dir / "1_Dense").mkdir(exist_ok=True)
+    _save_weights(out_dir / "1_Dense", dense)
+    _write_json(
+        out_dir / "1_Dense" / "config.json",
+        {
+            "in_features": 64,
+            "out_features": dim,
+            "bias": False,
+            "activation_function": "torch.nn.modules.linear.Identity",
+            "use_residual": False,
+        },
+    )
+    _write_json(
+        out_dir / "modules.json",
+        [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"},
+        ],
+    )
+    _write_json(
+        out_dir / "sentence_bert_config.json", {"max_seq_length": 511, "do_lower_case": False}
+    )
+    _write_json(
+        out_dir / "config_sentence_transformers.json",
+        {
+            "__version__": {
+                "sentence_transformers": "5.1.1",
+                "transformers": "4.57.1",
+                "pytorch": "2.8.0",
+            },
+            "prompts": {"query": "", "document": ""},
+            "default_prompt_name": None,
+            "similarity_fn_name": "MaxSim",
+            **LFM2_COLBERT_SETTINGS,
+        },
+    )
+    return out_dir
+
+
+COLIDEFICS3_DIRNAME = "tiny-colsmol"
+# SmolVLM's specials (SmolLM2's first, then the Idefics3 image tokens it adds)
+SMOLVLM_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<fake_token_around_image>",
+    "<image>",
+    "<end_of_utterance>",
+    "<global-img>",
+    *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)),
+)
+COLIDEFICS3_IMAGE_SEQ_LEN = 4  # (image_size / patch_size)^2 / scale_factor^2
+
+
+def colidefics3_published_key(mlx_key: str) -> str:
+    """mlx-embeddings' names -> colpali-engine's ColIdefics3 (``self.model`` = Idefics3Model)."""
+    for mlx_prefix, published in (
+        ("vision_model.", "model.vision_model."),
+        ("connector.", "model.connector."),
+        ("language_model.", "model.text_model."),
+    ):
+        if mlx_key.startswith(mlx_prefix):
+            return published + mlx_key[len(mlx_prefix) :]
+    if mlx_key.startswith("linear."):
+        return mlx_key
+    raise ValueError(f"unexpected parameter {mlx_key}")
+
+
+def make_tiny_colidefics3(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
+    """A tiny ColIdefics3 in the layout of vidore/colSmol-256M merged for inference (as
+    vidore/ColSmolVLM-Instruct-500M-base ships it): ``architectures`` ColIdefics3 with
+    ``model_type`` idefics3, colpali-engine's weight names (``model.vision_model.*``,
+    ``model.connector.*``, ``model.text_model.*``, ``linear.*``; patch embedding in the torch
+    layout), a SmolLM2-style byte-level BPE with the Idefics3 image tokens, the Idefics3 image
+    processor config (tiles of 32 px, images up to 64 px) and ``image_seq_len``."""
+    # (mlx-embeddings' own colidefics3 module does not import with mlx-vlm 0.7; the server's
+    # model class is mlx-vlm's Idefics3 + the projection)
+    from app.engine.colidefics3 import build_model
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = write_bpe_tokenizer(
+        out_dir,
+        specials=SMOLVLM_SPECIAL_TOKENS,
+        single="$A",
+        pair="$A $B:1",
+        tokenizer_config={
+            "add_prefix_space": False,
+            "bos_token": "<|im_start|>",
+            "clean_up_tokenization_spaces": False,
+            "eos_token": "<end_of_utterance>",
+            "extra_special_tokens": ["<fake_token_around_image>", "<image>", "<end_of_utterance>"],
+            "legacy": False,
+            "model_max_length": 8192,
+            "pad_token": "<|im_end|>",
+            "processor_class": "Idefics3Processor",
+            "tokenizer_class": "GPT2Tokenizer",
+            "truncation_side": "left",
+            "unk_token": "<|endoftext|>",
+            "vocab_size": 49152,
+        },
+    )
+    vocab_size = _round_up(max(ids.values()) + 1, 8)
+    text_config = {
+        "architectures": ["VLlama3ForCausalLM"],
+        "attention_bias": False,
+        "bos_token_id": ids["<|im_start|>"],
+        "eos_token_id": ids["<end_of_utterance>"],
+        "head_dim": 16,
+        "hidden_act": "silu",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "max_position_embeddings": 8192,
+        "mlp_bias": False,
+        "model_type": "llama",
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 2,
+        "pad_token_id": ids["<|im_end|>"],
+        "rms_norm_eps": 1e-05,
+        "rope_scaling": None,
+        "rope_theta": 100000,
+        "tie_word_embeddings": False,
+        "vocab_size": vocab_size,
+    }
+    vision_config = {
+        "hidden_act": "gelu_pytorch_tanh",
+        "hidden_size": 32,
+        "image_size": 32,
+        "intermediate_size": 64,
+        "layer_norm_eps": 1e-06,
+        "model_type": "idefics3_vision",
+        "num_attention_heads": 2,
+        "num_channels": 3,
+        "num_hidden_layers": 2,
+        "patch_size": 8,
+    }
+    config = {
+        "architectures": ["ColIdefics3"],
+        "image_token_id": ids["<image>"],
+        "model_type": "idefics3",
+        "pad_token_id": ids["<|im_end|>"],
+        "scale_factor": 2,
+        "text_config": text_config,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "transformers_version": "4.50.0",
+        "use_cache": True,
+        "vision_config": vision_config,
+        "vocab_size": vocab_size,
+    }
+    _write_json(out_dir / "config.json", config)
+    model = build_model(config)
+    params = _random_parameters(model, seed + 8)
+    weights = {}
+    for k, v in params.items():
+        if k.endswith("patch_embedding.weight"):  # MLX (out, kh, kw, in) -> torch (out, in, kh, kw)
+            v = v.transpose(0, 3, 1, 2)
+        weights[colidefics3_published_key(k)] = v
+    _save_weights(out_dir, weights)
+    _write_json(
+        out_dir / "preprocessor_config.json",
+        {
+            "do_convert_rgb": True,
+            "do_image_splitting": True,
+            "do_normalize": True,
+            "do_pad": True,
+            "do_rescale": True,
+            "do_resize": True,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_processor_type": "Idefics3ImageProcessor",
+            "image_std": [0.5, 0.5, 0.5],
+            "max_image_size": {"longest_edge": 32},
+            "processor_class": "ColIdefics3Processor",
+            "resample": 1,
+            "rescale_factor": 1 / 255,
+            "size": {"longest_edge": 64},
+        },
+    )
+    _write_json(
+        out_dir / "processor_config.json",
+        {"image_seq_len": COLIDEFICS3_IMAGE_SEQ_LEN, "processor_class": "ColIdefics3Processor"},
+    )
+    return out_dir
+
+
+QWEN3_VL_DIRNAME = "tiny-qwen3-vl-embedding"
+# A Qwen2-VL style chat template (system, then the user's images and texts, then the
+# generation prompt): what Qwen3-VL's template renders for these messages.
+QWEN_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def qwen3_vl_published_key(mlx_key: str) -> str:
+    """mlx-vlm's names -> transformers' Qwen3VLForConditionalGeneration names."""
+    if mlx_key.startswith("language_model.model."):
+        return "model.language_model." + mlx_key[len("language_model.model.") :]
+    if mlx_key.startswith("vision_tower."):
+        return "model.visual." + mlx_key[len("vision_tower.") :]
+    if mlx_key.startswith("language_model.lm_head."):
+        return mlx_key[len("language_model.") :]
+    raise ValueError(f"unexpected parameter {mlx_key}")
+
+
+def make_tiny_qwen3_vl(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
+    """A tiny Qwen3-VL-Embedding in the layout of Qwen/Qwen3-VL-Embedding-2B: a
+    ``Qwen3VLForConditionalGeneration`` checkpoint (``model.visual.*`` with deepstack mergers,
+    ``model.language_model.*``, tied embeddings; Conv3d patch embedding in the torch layout),
+    the Qwen2 tokenizer with a chat template, the Qwen2-VL image processor config (patch 16)."""
+    from mlx_embeddings.models.qwen3_vl import Model, ModelArgs
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    special_ids = write_qwen_tokenizer(out_dir)
+    tok_config = json.loads((out_dir / "tokenizer_config.json").read_text())
+    tok_config.update(
+        chat_template=QWEN_VL_CHAT_TEMPLATE,
+        eos_token="<|im_end|>",
+        padding_side="right",
+        model_max_length=262144,
+    )
+    tok_config.pop("processor_class", None)
+    _write_json(out_dir / "tokenizer_config.json", tok_config)
+    vocab_size = _round_up(max(special_ids.values()) + 1, 64)
+    text_config = {
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": special_ids["<|endoftext|>"],
+        "eos_token_id": special_ids["<|im_end|>"],
+        "head_dim": 16,
+        "hidden_act": "silu",
+        "hidden_size": 64,
+        "initializer_range": 0.02,
+        "intermediate_size": 128,
+        "max_position_embeddings": 262144,
+        "model_type": "qwen3_vl_text",
+        "num_attention_heads": 4,
+        "num_hidden_layers": 3,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": {
+            "mrope_interleaved": True,
+            "mrope_section": [2, 3, 3],
+            "rope_type": "default",
+        },
+        "rope_theta": 5000000,
+        "tie_word_embeddings": True,
+        "use_cache": True,
+        "vocab_size": vocab_size,
+    }
+    vision_config = {
+        "deepstack_visual_indexes": [0, 1],
+        "depth": 3,
+        "hidden_act": "gelu_pytorch_tanh",
+        "hidden_size": 32,
+        "in_channels": 3,
+        "initializer_range": 0.02,
+        "intermediate_size": 64,
+        "model_type": "qwen3_vl",
+        "num_heads": 2,
+        "num_position_embeddings": 64,
+        "out_hidden_size": 64,
+        "patch_size": 16,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    config = {
+        "architectures": ["Qwen3VLForConditionalGeneration"],
+        "image_token_id": special_ids["<|image_pad|>"],
+        "model_type": "qwen3_vl",
+        "text_config": text_config,
+        "tie_word_embeddings": True,
+        "torch_dtype": "float32",
+        "transformers_version": "4.57.0",
+        "video_token_id": special_ids["<|video_pad|>"],
+        "vision_config": vision_config,
+        "vision_end_token_id": special_ids["<|vision_end|>"],
+        "vision_start_token_id": special_ids["<|vision_start|>"],
+    }
+    _write_json(out_dir / "config.json", config)
+    model = Model(ModelArgs.from_dict(dict(config)))
+    params = _random_parameters(model, seed + 9)
+    weights = {}
+    for k, v in params.items():
+        if k.endswith(
+            "patch_embed.proj.weight"
+        ):  # MLX (out, t, h, w, in) -> torch (out, in, t, h, w)
+            v = v.transpose(0, 4, 1, 2, 3)
+        weights[qwen3_vl_published_key(k)] = v
+    _save_weights(out_dir, weights)
+    _write_json(
+        out_dir / "preprocessor_config.json",
+        {
+            "do_convert_rgb": True,
+            "do_normalize": True,
+            "do_rescale": True,
+            "do_resize": True,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_processor_type": "Qwen2VLImageProcessorFast",
+            "image_std": [0.5, 0.5, 0.5],
+            "merge_size": 2,
+            "patch_size": 16,
+            "processor_class": "Qwen3VLProcessor",
+            "resample": 3,
+            "rescale_factor": 1 / 255,
+            "size": {"longest_edge": 16777216, "shortest_edge": 65536},
+            "temporal_patch_size": 2,
+        },
+    )
+    return out_dir
+
+
 SIGLIP_DIRNAME = "tiny-siglip-patch8-32"  # mlx-embeddings reads patch/image size from the name
 SIGLIP_TEXT_LENGTH = 16  # text max_position_embeddings: texts are padded to it (64 in SigLIP)
 
@@ -1419,6 +1847,9 @@ def make_all(
             for family, (dirname, build) in TEXT_FAMILY_BUILDERS.items()
         },
         "siglip": make_tiny_siglip(out_dir / SIGLIP_DIRNAME, seed=seed),
+        "lfm2": make_tiny_lfm2_colbert(out_dir / LFM2_COLBERT_DIRNAME, seed=seed),
+        "colidefics3": make_tiny_colidefics3(out_dir / COLIDEFICS3_DIRNAME, seed=seed),
+        "qwen3_vl": make_tiny_qwen3_vl(out_dir / QWEN3_VL_DIRNAME, seed=seed),
     }
 
 

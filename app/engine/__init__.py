@@ -15,6 +15,18 @@ log = logging.getLogger(__name__)
 
 # config.json model_type of the pooled text families (app.engine.families, which imports mlx)
 TEXT_FAMILY_NAMES = ("bert", "xlm_roberta", "modernbert", "qwen3", "gemma3_text", "llama_bidirec")
+# multi-vector text models in pylate's ColBERT layout (app.engine.colbert)
+COLBERT_NAMES = ("lfm2",)
+# model types mlx-embeddings ships that are refused, and why
+REFUSED = {
+    "llama_nemotron_vl": (
+        "llama_nemotron_vl is not served: its reference is remote code in the model repo, and "
+        "NVIDIA's published implementation (NeMo Automodel 0.7.0's LlamaNemotronVLProcessor) "
+        "tiles and resizes images with transformers' torchvision-backed fast image processor "
+        "and casts the pixels to bfloat16, so its image vectors cannot be reproduced and "
+        "checked without torchvision"
+    ),
+}
 
 
 def load_adapter(settings: Settings) -> Adapter:
@@ -22,23 +34,41 @@ def load_adapter(settings: Settings) -> Adapter:
     from app.engine.loading import resolve_model_path
 
     path: Path = resolve_model_path(settings.model)
-    model_type = json.loads((path / "config.json").read_text()).get("model_type", "")
+    config = json.loads((path / "config.json").read_text())
+    model_type = config.get("model_type", "")
     if model_type in ("colqwen2_5", "colqwen2.5"):
         from app.engine.colqwen import ColQwenAdapter
 
         adapter: Adapter = ColQwenAdapter(path, settings)
+    elif model_type in ("colidefics3", "idefics3"):
+        from app.engine.colidefics3 import ColIdefics3Adapter, is_colidefics3
+
+        if not is_colidefics3(config):
+            raise ValueError(f"{settings.model}: an idefics3 model that is not a ColIdefics3")
+        adapter = ColIdefics3Adapter(path, settings)
+    elif model_type == "qwen3_vl":
+        from app.engine.qwen3_vl import Qwen3VLAdapter
+
+        adapter = Qwen3VLAdapter(path, settings)
     elif model_type == "siglip":
         from app.engine.siglip import SiglipAdapter
 
         adapter = SiglipAdapter(path, settings)
+    elif model_type in COLBERT_NAMES:
+        from app.engine.colbert import ColbertTextAdapter
+
+        adapter = ColbertTextAdapter(path, settings)
     elif model_type.replace("-", "_") in TEXT_FAMILY_NAMES:
         from app.engine.pooled import PooledTextAdapter
 
         adapter = PooledTextAdapter(path, settings)
+    elif model_type in REFUSED:
+        raise ValueError(f"{settings.model}: {REFUSED[model_type]}")
     else:
         raise ValueError(
             f"model type {model_type!r} of {settings.model} is not supported "
-            f"(supported: colqwen2_5, siglip, {', '.join(TEXT_FAMILY_NAMES)})"
+            f"(supported: colqwen2_5, colidefics3, siglip, qwen3_vl, "
+            f"{', '.join(COLBERT_NAMES + TEXT_FAMILY_NAMES)})"
         )
     info = adapter.info
     log.info(

@@ -23,6 +23,12 @@ from app.engine.base import Embedding, EngineInput, ImageInput, ModelInfo, Prepa
 from app.engine.colqwen_processor import ColQwenPayload, ColQwenProcessor
 from app.engine.cpu_patch import install_cpu_kernels, warm_up
 from app.engine.loading import apply_dtype, dtype_name, load_mlx_model, weights_fingerprint
+from app.engine.multivector import (
+    causal_padding_mask,
+    l2_normalized,
+    merge_image_features,
+    right_padded,
+)
 from app.errors import MediaError, UnsupportedInput
 from app.settings import Settings
 
@@ -123,10 +129,8 @@ class ColQwenAdapter:
     def forward(self, batch: list[Prepared]) -> list[Embedding]:
         payloads: list[ColQwenPayload] = [p.payload for p in batch]
         lengths = [len(p.input_ids) for p in payloads]
-        B, L = len(payloads), max(lengths)
-        ids = np.full((B, L), self.processor.pad_id, dtype=np.int32)
-        for b, p in enumerate(payloads):
-            ids[b, : lengths[b]] = p.input_ids
+        ids = right_padded([p.input_ids for p in payloads], self.processor.pad_id)
+        L = ids.shape[1]
         input_ids = mx.array(ids)
         embeds = self.lm.model.embed_tokens(input_ids)
 
@@ -135,23 +139,12 @@ class ColQwenAdapter:
             pixels = mx.array(np.concatenate([p.pixel_values for p in images], axis=0))
             grids = mx.array(np.array([p.grid_thw for p in images], dtype=np.int32))
             feats = self.vision(pixels.astype(embeds.dtype), grids, output_hidden_states=False)
-            flat_pos = np.flatnonzero(ids.reshape(-1) == self.image_token_id)
-            if len(flat_pos) != feats.shape[0]:
-                raise RuntimeError(
-                    f"image features ({feats.shape[0]}) do not match image tokens ({len(flat_pos)})"
-                )
-            flat = embeds.reshape(B * L, -1)
-            flat[mx.array(flat_pos)] = feats.astype(flat.dtype)
-            embeds = flat.reshape(B, L, -1)
+            embeds = merge_image_features(embeds, ids, self.image_token_id, feats)
 
         positions = self._positions(payloads, L)
-        key_real = mx.array(np.arange(L)[None, :] < np.array(lengths)[:, None])  # (B, L)
-        causal = mx.tril(mx.ones((L, L), dtype=mx.bool_))
-        mask = causal[None, None, :, :] & key_real[:, None, None, :]
+        mask = causal_padding_mask(np.arange(L)[None, :] < np.array(lengths)[:, None])
         hidden = self.lm.model(None, inputs_embeds=embeds, mask=mask, position_ids=positions)
-        proj = self.model.embedding_proj_layer(hidden).astype(mx.float32)
-        proj = proj / mx.maximum(mx.linalg.norm(proj, axis=-1, keepdims=True), 1e-12)
-        out = np.array(proj, copy=False)
+        out = l2_normalized(self.model.embedding_proj_layer(hidden))
 
         results = []
         for b, p in enumerate(payloads):

@@ -377,3 +377,115 @@ def test_real_minilm_forward(minilm_path: Path) -> None:
     sims = emb @ emb.T
     assert sims[0, 1] > 0.6
     assert sims[0, 1] > sims[0, 2] + 0.3
+
+
+# ------------------------------------------------------------------------------------------
+# (g) LFM2-ColBERT (LiquidAI/LFM2-ColBERT-350M layout, a pylate ColBERT)
+# ------------------------------------------------------------------------------------------
+
+
+def test_lfm2_colbert_layout(tiny_models_dir: Path) -> None:
+    path = tiny_models_dir / _script().LFM2_COLBERT_DIRNAME
+    cfg = _config(path)
+    assert cfg["model_type"] == "lfm2" and cfg["architectures"] == ["Lfm2Model"]
+    backbone = _file_weights(path)
+    # Lfm2Model names without a prefix, conv weights in the torch layout (C, 1, K)
+    assert not any(k.startswith("model.") for k in backbone)
+    assert backbone["layers.0.conv.conv.weight"].shape == (64, 1, cfg["conv_L_cache"])
+    assert "layers.1.self_attn.q_layernorm.weight" in backbone
+    assert "embedding_norm.weight" in backbone
+    dense = dict(mx.load(str(path / "1_Dense" / "model.safetensors")))
+    assert set(dense) == {"linear.weight"} and dense["linear.weight"].shape == (32, 64)
+    modules = json.loads((path / "modules.json").read_text())
+    assert [(m["path"], m["type"]) for m in modules] == [
+        ("", "sentence_transformers.models.Transformer"),
+        ("1_Dense", "pylate.models.Dense.Dense"),
+    ]
+    st = json.loads((path / "config_sentence_transformers.json").read_text())
+    assert st["similarity_fn_name"] == "MaxSim"
+    tok = AutoTokenizer.from_pretrained(path)
+    assert len(tok) == cfg["vocab_size"]  # pylate resizes the embeddings to len(tokenizer)
+    for prefix in (st["query_prefix"], st["document_prefix"]):
+        assert tok.convert_tokens_to_ids(prefix) not in (None, tok.unk_token_id)
+    assert tok("hi")["input_ids"][0] == cfg["bos_token_id"]
+
+    model = load_model(get_model_path(str(path)), model_config={"out_features": 32})
+    assert type(model).__module__ == "mlx_embeddings.models.lfm2"
+    sanitized = model.sanitize({**backbone, **{f"1_Dense.{k}": v for k, v in dense.items()}})
+    _assert_same_keys_and_shapes(model, sanitized)
+    params = dict(tree_flatten(model.parameters()))
+    for key in ("model.layers.0.conv.conv.weight", "dense.0.weight"):
+        assert mx.array_equal(params[key], sanitized[key]).item(), key
+
+
+def test_lfm2_colbert_is_deterministic(tmp_path: Path, tiny_models_dir: Path) -> None:
+    ref = tiny_models_dir / _script().LFM2_COLBERT_DIRNAME
+    out = _script().make_tiny_lfm2_colbert(tmp_path / "c")
+    files = sorted(p.relative_to(ref) for p in ref.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    for rel in files:
+        assert (out / rel).read_bytes() == (ref / rel).read_bytes(), rel
+
+
+# ------------------------------------------------------------------------------------------
+# (h) ColIdefics3 (vidore colSmol layout, colpali-engine names)
+# ------------------------------------------------------------------------------------------
+
+
+def test_colidefics3_layout(tiny_models_dir: Path) -> None:
+    from app.engine.colidefics3 import build_model, is_colidefics3, load_weights
+
+    path = tiny_models_dir / _script().COLIDEFICS3_DIRNAME
+    cfg = _config(path)
+    assert is_colidefics3(cfg) and cfg["model_type"] == "idefics3"
+    weights = _file_weights(path)
+    prefixes = {k.split(".")[0] + "." + k.split(".")[1] for k in weights if k.startswith("model.")}
+    assert prefixes == {"model.vision_model", "model.connector", "model.text_model"}
+    assert {k for k in weights if not k.startswith("model.")} == {"linear.weight", "linear.bias"}
+    patch = weights["model.vision_model.embeddings.patch_embedding.weight"]
+    assert patch.shape == (32, 3, 8, 8)  # torch (out, in, kh, kw)
+    assert weights["model.connector.modality_projection.proj.weight"].shape == (64, 32 * 4)
+    model = build_model(cfg)
+    load_weights(model, path)  # strict: every parameter, nothing left over
+    params = dict(tree_flatten(model.parameters()))
+    assert mx.array_equal(
+        params["language_model.embed_tokens.weight"],
+        weights["model.text_model.embed_tokens.weight"],
+    ).item()
+    tok = AutoTokenizer.from_pretrained(path)
+    for t in ("<image>", "<fake_token_around_image>", "<global-img>", "<row_2_col_2>"):
+        assert len(tok(t, add_special_tokens=False)["input_ids"]) == 1, t
+    assert tok.convert_tokens_to_ids("<image>") == cfg["image_token_id"]
+    pre = json.loads((path / "preprocessor_config.json").read_text())
+    assert pre["max_image_size"]["longest_edge"] == cfg["vision_config"]["image_size"]
+    proc = json.loads((path / "processor_config.json").read_text())
+    assert proc["image_seq_len"] == (32 // 8) ** 2 // cfg["scale_factor"] ** 2
+
+
+# ------------------------------------------------------------------------------------------
+# (i) Qwen3-VL-Embedding (Qwen/Qwen3-VL-Embedding-2B layout)
+# ------------------------------------------------------------------------------------------
+
+
+def test_qwen3_vl_layout(tiny_models_dir: Path) -> None:
+    path = tiny_models_dir / _script().QWEN3_VL_DIRNAME
+    cfg = _config(path)
+    assert cfg["model_type"] == "qwen3_vl"
+    assert cfg["architectures"] == ["Qwen3VLForConditionalGeneration"]
+    weights = _file_weights(path)
+    assert {k.split(".")[1] for k in weights} == {"visual", "language_model"}
+    assert not any("lm_head" in k for k in weights)  # tied embeddings
+    patch = weights["model.visual.patch_embed.proj.weight"]
+    assert patch.shape == (32, 3, 2, 16, 16)  # torch Conv3d (out, in, t, h, w)
+    assert "model.visual.deepstack_merger_list.1.linear_fc2.weight" in weights
+    tok = AutoTokenizer.from_pretrained(path)
+    assert tok.chat_template and tok.padding_side == "right"
+    for t in ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|im_start|>"):
+        assert len(tok(t)["input_ids"]) == 1, t
+    assert tok.convert_tokens_to_ids("<|image_pad|>") == cfg["image_token_id"]
+    model = _load(path)
+    assert type(model).__module__ == "mlx_embeddings.models.qwen3_vl.model"
+    sanitized = model.vision_tower.sanitize(model.sanitize(weights))
+    _assert_same_keys_and_shapes(model, sanitized)
+    pre = json.loads((path / "preprocessor_config.json").read_text())
+    assert pre["patch_size"] == cfg["vision_config"]["patch_size"] and pre["merge_size"] == 2

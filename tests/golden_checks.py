@@ -19,3 +19,39 @@ def assert_matches(ours: np.ndarray, ref: np.ndarray, what: str) -> None:
     cos = cosines(ours, ref)
     assert cos.min() >= COSINE_MIN, f"{what}: min cosine {cos.min():.6f}"
     assert np.abs(ours - ref).max() <= ABS_MAX, f"{what}: max abs diff {np.abs(ours - ref).max()}"
+
+
+def golden_inputs(index: dict, kind: str) -> list:
+    """The inputs a goldens index names: its 6 committed PNGs for ``"image"``, else its texts
+    under the prompt ``kind`` (``query``, ``document``)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from app.engine.base import ImageInput, TextInput
+
+    if kind == "image":
+        images = Path(__file__).resolve().parent / "goldens" / "images"
+        out = []
+        for name in index["images"]:
+            with Image.open(images / f"{name}.png") as f:
+                out.append(ImageInput(f.convert("RGB")))
+        return out
+    return [TextInput(t, prompt_name=kind) for t in index["texts"]]
+
+
+def golden_engine(models_dir, index: dict):
+    """The engine of the tiny model a goldens index was made from (a fixture generator), after
+    checking it is that very model (same files digest)."""
+    from script_modules import load_script
+
+    from app.engine import load_engine
+    from app.settings import Settings
+
+    path = models_dir / index["model_dir"]
+    digest = load_script("make_goldens").model_dir_digest(path)
+    assert digest == index["model_digest"], "make_tiny_models.py changed: rerun make_goldens.py"
+    engine = load_engine(Settings(model=str(path)))
+    engine.wait_ready(120)
+    yield engine
+    engine.close()

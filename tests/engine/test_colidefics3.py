@@ -12,9 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from golden_checks import assert_matches
-from PIL import Image
-from script_modules import load_script
+from golden_checks import assert_matches, golden_engine, golden_inputs
 
 from app.engine import Engine, load_engine
 from app.engine.base import ImageInput, TextInput, TokenInput
@@ -28,26 +26,12 @@ KINDS = ("query", "document", "image")
 
 
 def items(kind: str) -> list[TextInput | ImageInput]:
-    if kind == "image":
-        out = []
-        for name in INDEX["images"]:
-            with Image.open(GOLDENS / "images" / f"{name}.png") as f:
-                out.append(ImageInput(f.convert("RGB")))
-        return out
-    return [TextInput(t, prompt_name=kind) for t in INDEX["texts"]]
+    return golden_inputs(INDEX, kind)
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_models_dir: Path) -> Iterator[Engine]:
-    e = load_engine(Settings(model=str(tiny_models_dir / INDEX["model_dir"])))
-    e.wait_ready(120)
-    yield e
-    e.close()
-
-
-def test_tiny_model_is_the_one_the_goldens_were_made_from(tiny_models_dir: Path) -> None:
-    digest = load_script("make_goldens").model_dir_digest(tiny_models_dir / INDEX["model_dir"])
-    assert digest == INDEX["model_digest"], "make_tiny_models.py changed: rerun make_goldens.py"
+    yield from golden_engine(tiny_models_dir, INDEX)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -106,14 +106,15 @@ def _aa_pass(x: np.ndarray, axis: int, out_size: int) -> np.ndarray:
     multiply-accumulate, rounding bias, arithmetic shift, saturation to 0..255."""
     in_size = x.shape[axis]
     starts, k, precision = _aa_int16_weights(in_size, out_size)
-    x = np.moveaxis(x, axis, 0)
+    x = np.ascontiguousarray(np.moveaxis(x, axis, 0))
     acc = np.full((out_size, *x.shape[1:]), 1 << (precision - 1), dtype=np.int32)
     extra = (1,) * (x.ndim - 1)
     for j in range(k.shape[1]):
         idx = np.minimum(starts + j, in_size - 1)  # weight 0 where the window is shorter
-        acc += x[idx] * k[:, j].reshape(-1, *extra)
-    out = np.clip(acc >> precision, 0, 255)
-    return np.moveaxis(out, 0, axis)
+        acc += np.take(x, idx, axis=0) * k[:, j].reshape(-1, *extra)
+    np.right_shift(acc, precision, out=acc)
+    np.clip(acc, 0, 255, out=acc)
+    return np.ascontiguousarray(np.moveaxis(acc, 0, axis))
 
 
 def torch_bicubic_aa_uint8(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -211,7 +212,11 @@ class NemotronVLAdapter:
         self.cpu_kernels = install_cpu_kernels(self.model, settings.cpu_kernels)
         self.tokenizer = load_tokenizer(path)
         vision = config["vision_config"]
-        self.tile = int(proc.get("image_size", config.get("force_image_size") or 512))
+        # LlamaNemotronVLProcessor's own defaults where processor_config.json is silent (the
+        # reference builds the processor from that file; config.json's copies are not read)
+        self.tile = int(proc.get("image_size", 512))
+        if self.tile != int(config.get("force_image_size") or vision["image_size"]):
+            raise ValueError(f"{path}: the processor's image_size differs from the vision tower's")
         per_tile = int(
             (self.tile // int(vision["patch_size"])) ** 2 * config["downsample_ratio"] ** 2
         )
@@ -227,12 +232,12 @@ class NemotronVLAdapter:
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else 0)
         self.prefixes = {
-            "query": str(proc.get("query_prefix", config.get("query_prefix", "query:"))),
-            "document": str(proc.get("passage_prefix", config.get("passage_prefix", "passage:"))),
+            "query": str(proc.get("query_prefix", "query:")),
+            "document": str(proc.get("passage_prefix", "passage:")),
         }
         model_max = int(self.tokenizer.model_max_length)
-        q_max = proc.get("q_max_length", config.get("q_max_length")) or model_max
-        p_max = proc.get("p_max_length", config.get("p_max_length")) or model_max
+        q_max = proc.get("q_max_length") or model_max
+        p_max = proc.get("p_max_length") or model_max
         self.max_tokens = min(settings.max_tokens_per_input, int(p_max))
         self.limits = {"query": min(self.max_tokens, int(q_max)), "document": self.max_tokens}
         self.lm = self.model.language_model

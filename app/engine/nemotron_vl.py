@@ -258,7 +258,7 @@ class NemotronVLAdapter:
                 "reference": "NeMo Automodel 0.7.0 LlamaNemotronVLModel.encode_queries / "
                 "encode_documents (LlamaNemotronVLProcessor: torch bicubic tiles, bfloat16 "
                 "pixels)",
-                "pooling": self.pooling,
+                "pooling": "mean" if self.pooling == "avg" else self.pooling,
                 "normalized": True,
                 # text prefixes (the processor adds a space after them)
                 "prompts": {k: f"{v} " for k, v in self.prefixes.items()},

@@ -133,7 +133,7 @@ def test_info_prompts_and_refusals(adapter: NemotronVLAdapter) -> None:
     info = adapter.info
     assert info.kind == "pooled" and info.modalities == ("text", "image") and info.dim == 64
     assert info.max_tokens == INDEX["processor"]["p_max_length"]
-    assert info.extra["family"] == "llama_nemotron_vl" and info.extra["pooling"] == "avg"
+    assert info.extra["family"] == "llama_nemotron_vl" and info.extra["pooling"] == "mean"
     assert info.extra["prompts"] == {"query": "query: ", "document": "passage: "}
     assert info.extra["default_prompt_name"] == "query"
     assert info.extra["max_image_tokens"] == 4 * 7 and info.extra["max_pixels"] == 6 * 32 * 32

@@ -130,7 +130,7 @@ def test_llama_nemotron_vl_queries_documents_and_images(nemotron_vl: Served) -> 
     assert_matches(vecs, ref["image.embeddings"], "images")
     card = _card(nemotron_vl, "tiny/nemotron-vl")
     assert (card["family"], card["kind"], card["dimensions"]) == ("llama_nemotron_vl", "pooled", 64)
-    assert card["modalities"] == ["text", "image"] and card["pooling"] == "avg"
+    assert card["modalities"] == ["text", "image"] and card["pooling"] == "mean"
     assert card["prompts"] == {"query": "query: ", "document": "passage: "}
     assert card["default_prompt_name"] == "query" and card["max_tokens"] == 256
     assert card["image"] == {"max_pixels": 6 * 32 * 32, "max_image_tokens": 28}

@@ -23,6 +23,9 @@ Usage (from the SEPARATE goldens venv, never the project venv; see tests/goldens
   pooled families (bert, xlm_roberta, modernbert, qwen3, gemma3_text, llama_bidirec) and SigLIP
   on the tiny models of ``make_tiny_models.py`` (built with ``uv run`` in the project venv, or
   ``--tiny-models-dir``); ``--only text-families`` writes just these.
+* ``nemotron_vl_reference.npz`` + ``.json`` (``--only nemotron-vl``, on its own): NeMo
+  Automodel 0.7.0's ``LlamaNemotronVLModel`` + processor (read from the wheel given with
+  ``--nemo-automodel-wheel``) on the tiny Llama-Nemotron-Embed-VL, through a torchvision shim.
 
 The image processor inside ``ColQwen2_5_Processor`` is transformers' torch-free PIL backend
 ``Qwen2VLImageProcessorPil`` (the one the server uses). torchvision is neither installed nor
@@ -1562,6 +1565,8 @@ class NemotronVLReference:
         ), info
         self.model.eval()
         self.config = config
+        # the text tower must be bidirectional (llm_config.is_causal false), as published
+        assert not any(layer.self_attn.is_causal for layer in self.model.language_model.layers)
 
     def queries(self, texts: list[str], pool_type: str | None = None) -> np.ndarray:
         with self.torch.no_grad():

@@ -23,6 +23,9 @@ Usage (from the SEPARATE goldens venv, never the project venv; see tests/goldens
   pooled families (bert, xlm_roberta, modernbert, qwen3, gemma3_text, llama_bidirec) and SigLIP
   on the tiny models of ``make_tiny_models.py`` (built with ``uv run`` in the project venv, or
   ``--tiny-models-dir``); ``--only text-families`` writes just these.
+* ``nemotron_vl_reference.npz`` + ``.json`` (``--only nemotron-vl``, on its own): NeMo
+  Automodel 0.7.0's ``LlamaNemotronVLModel`` + processor (read from the wheel given with
+  ``--nemo-automodel-wheel``) on the tiny Llama-Nemotron-Embed-VL, through a torchvision shim.
 
 The image processor inside ``ColQwen2_5_Processor`` is transformers' torch-free PIL backend
 ``Qwen2VLImageProcessorPil`` (the one the server uses). torchvision is neither installed nor
@@ -1359,6 +1362,337 @@ def make_qwen3_vl_goldens(out_dir: Path, models_dir: Path) -> dict[str, Any]:
     return summary
 
 
+NEMOTRON_VL_REFERENCE = "nemotron_vl_reference"
+NEMOTRON_VL_DIR = "tiny-llama-nemotron-vl"
+NEMOTRON_VL_MODULES = ("processor", "model")
+NEMOTRON_VL_PACKAGE = "nemo_automodel/components/models/llama_nemotron_vl"
+
+
+def _install_torchvision_resize_shim() -> None:
+    """transformers' torchvision backend (the ``BaseImageProcessorFast`` that NeMo Automodel's
+    ``LlamaNemotronVLImageProcessor`` subclasses) without torchvision: PyPI's torchvision is a
+    CUDA build, so register stand-ins for exactly the functions the reference calls, written
+    after torchvision 0.2x's ``transforms.v2.functional`` source:
+
+    * ``resize`` = ``resize_image`` on a tensor: same size returns the input; bicubic on CPU
+      keeps uint8 (native uint8 kernel) and calls ``torch.nn.functional.interpolate(mode=
+      "bicubic", align_corners=False, antialias=True)``; other dtypes go through float32.
+    * ``normalize`` = ``normalize_image``: float tensors only, ``(x - mean) / std`` with mean
+      and std as tensors of the image's dtype.
+    * ``grayscale_to_rgb`` (1 channel repeated to 3), ``pil_to_tensor``, ``InterpolationMode``.
+
+    Anything else raises, so nothing can silently take a path torchvision would not."""
+    import importlib.machinery
+    from enum import Enum
+
+    import torch
+
+    if "torchvision" in sys.modules:
+        raise SystemExit("torchvision is already imported: run --only nemotron-vl on its own")
+
+    class InterpolationMode(Enum):
+        NEAREST = "nearest"
+        NEAREST_EXACT = "nearest-exact"
+        BILINEAR = "bilinear"
+        BICUBIC = "bicubic"
+        BOX = "box"
+        HAMMING = "hamming"
+        LANCZOS = "lanczos"
+
+    def resize(
+        image, size, interpolation=InterpolationMode.BILINEAR, max_size=None, antialias=True
+    ):
+        if not isinstance(image, torch.Tensor) or max_size is not None or len(size) != 2:
+            raise NotImplementedError("shim: resize of a tensor to (height, width) only")
+        if interpolation not in (InterpolationMode.BILINEAR, InterpolationMode.BICUBIC):
+            raise NotImplementedError(f"shim: interpolation {interpolation}")
+        antialias = bool(antialias)
+        shape = image.shape
+        c, h, w = shape[-3:]
+        new_h, new_w = int(size[0]), int(size[1])
+        if (new_h, new_w) == (h, w):
+            return image
+        dtype = image.dtype
+        acceptable = [torch.float32, torch.float64]
+        if image.device.type == "cpu" and (
+            interpolation == InterpolationMode.BICUBIC
+            or torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+        ):
+            acceptable.append(torch.uint8)
+        image = image.reshape(-1, c, h, w)
+        if image.is_contiguous(memory_format=torch.channels_last) and image.shape[0] == 1:
+            raise NotImplementedError("shim: channels-last single images")
+        need_cast = dtype not in acceptable
+        if need_cast:
+            image = image.to(dtype=torch.float32)
+        image = torch.nn.functional.interpolate(
+            image,
+            size=[new_h, new_w],
+            mode=interpolation.value,
+            align_corners=False,
+            antialias=antialias,
+        )
+        if need_cast:
+            if interpolation == InterpolationMode.BICUBIC and dtype == torch.uint8:
+                image = image.clamp_(min=0, max=255)
+            if dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64):
+                image = image.round_()
+            image = image.to(dtype=dtype)
+        return image.reshape(shape[:-3] + (c, new_h, new_w))
+
+    def normalize(image, mean, std, inplace=False):
+        if not image.is_floating_point():
+            raise TypeError(f"Input tensor should be a float tensor. Got {image.dtype}.")
+        mean = torch.as_tensor(mean, dtype=image.dtype, device=image.device)
+        std = torch.as_tensor(std, dtype=image.dtype, device=image.device)
+        if mean.ndim == 1:
+            mean = mean.view(-1, 1, 1)
+        if std.ndim == 1:
+            std = std.view(-1, 1, 1)
+        image = image.sub_(mean) if inplace else image.sub(mean)
+        return image.div_(std)
+
+    def grayscale_to_rgb(image):
+        if image.shape[-3] >= 3:
+            return image
+        return image.repeat(*([1] * (image.ndim - 3)), 3, 1, 1)
+
+    def pil_to_tensor(pic):
+        arr = np.array(pic, copy=True)
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        return torch.as_tensor(arr).permute(2, 0, 1).contiguous()
+
+    def _missing(module: str):
+        def __getattr__(name: str):
+            raise AttributeError(f"torchvision shim: {module}.{name} is not provided")
+
+        return __getattr__
+
+    names = (
+        "torchvision",
+        "torchvision.io",  # imported by transformers' video_utils; its readers are never used
+        "torchvision.transforms",
+        "torchvision.transforms.functional",
+        "torchvision.transforms.v2",
+        "torchvision.transforms.v2.functional",
+    )
+    mods = {}
+    for name in names:
+        mod = types.ModuleType(name)
+        mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        mod.__getattr__ = _missing(name)
+        mods[name] = mod
+    mods["torchvision"].__version__ = "0.0+make_goldens-shim"
+    mods["torchvision"].io = mods["torchvision.io"]
+    mods["torchvision"].transforms = mods["torchvision.transforms"]
+    mods["torchvision.transforms"].InterpolationMode = InterpolationMode
+    mods["torchvision.transforms"].functional = mods["torchvision.transforms.functional"]
+    mods["torchvision.transforms"].v2 = mods["torchvision.transforms.v2"]
+    mods["torchvision.transforms.functional"].pil_to_tensor = pil_to_tensor
+    mods["torchvision.transforms.functional"].InterpolationMode = InterpolationMode
+    mods["torchvision.transforms.v2"].functional = mods["torchvision.transforms.v2.functional"]
+    tvF = mods["torchvision.transforms.v2.functional"]
+    tvF.InterpolationMode = InterpolationMode
+    tvF.resize = resize
+    tvF.normalize = normalize
+    tvF.grayscale_to_rgb = grayscale_to_rgb
+    tvF.pil_to_tensor = pil_to_tensor
+    sys.modules.update(mods)
+
+
+def _load_nemo_automodel_modules(wheel: Path, into: Path) -> dict[str, types.ModuleType]:
+    """NeMo Automodel's ``llama_nemotron_vl`` processor and model modules, read from the
+    downloaded wheel (``pip download nemo-automodel==0.7.0 --no-deps``) and imported on their
+    own: the package's ``__init__`` pulls in its training stack, these two need only torch and
+    transformers."""
+    import importlib.util
+
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        version = next(
+            line.split(":", 1)[1].strip()
+            for line in zf.read(meta).decode().splitlines()
+            if line.startswith("Version:")
+        )
+        if version != "0.7.0":
+            raise SystemExit(f"{wheel}: nemo-automodel {version}, expected 0.7.0")
+        for mod in NEMOTRON_VL_MODULES:
+            zf.extract(f"{NEMOTRON_VL_PACKAGE}/{mod}.py", into)
+    out: dict[str, types.ModuleType] = {"version": types.SimpleNamespace(version=version)}
+    for mod in NEMOTRON_VL_MODULES:
+        name = "nemo_automodel.components.models.llama_nemotron_vl." + mod
+        spec = importlib.util.spec_from_file_location(
+            name, into / NEMOTRON_VL_PACKAGE / f"{mod}.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        out[mod] = module
+    return out
+
+
+class NemotronVLReference:
+    """NeMo Automodel 0.7.0's ``LlamaNemotronVLModel.encode_queries`` / ``encode_documents``
+    with its ``LlamaNemotronVLProcessor`` (built from the model's processor_config.json, as
+    ``AutoProcessor`` would), float32; the pooled vectors L2-normalised."""
+
+    def __init__(self, path: Path, modules: dict[str, types.ModuleType]) -> None:
+        import torch
+        from transformers import PreTrainedTokenizerFast
+
+        self.torch = torch
+        proc_mod, model_mod = modules["processor"], modules["model"]
+        kwargs = json.loads((path / "processor_config.json").read_text())
+        kwargs.pop("processor_class", None)
+        # (AutoTokenizer fails: transformers does not know the model type)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path))
+        self.processor = proc_mod.LlamaNemotronVLProcessor(tokenizer=tokenizer, **kwargs)
+        processor = self.processor
+
+        class _LocalProcessor:  # the model's __init__ asks AutoProcessor (remote code) for it
+            @staticmethod
+            def from_pretrained(*args: Any, **kw: Any) -> Any:
+                return processor
+
+        model_mod.AutoProcessor = _LocalProcessor
+        config = model_mod.LlamaNemotronVLConfig.from_pretrained(str(path))
+        self.model, info = model_mod.LlamaNemotronVLModel.from_pretrained(
+            str(path), config=config, dtype=torch.float32, output_loading_info=True
+        )
+        assert not any(
+            info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        ), info
+        self.model.eval()
+        self.config = config
+        # the text tower must be bidirectional (llm_config.is_causal false), as published
+        assert not any(layer.self_attn.is_causal for layer in self.model.language_model.layers)
+
+    def queries(self, texts: list[str], pool_type: str | None = None) -> np.ndarray:
+        with self.torch.no_grad():
+            out = self.model.encode_queries(texts, pool_type=pool_type)
+        return self.torch.nn.functional.normalize(out.float(), dim=-1).numpy()
+
+    def documents(self, images: list | None = None, texts: list[str] | None = None) -> np.ndarray:
+        with self.torch.no_grad():
+            out = self.model.encode_documents(images=images, texts=texts)
+        return self.torch.nn.functional.normalize(out.float(), dim=-1).numpy()
+
+    def unrounded_image_vector(self, image: Any) -> np.ndarray:
+        """The image document vector with the pixels NOT rounded to bfloat16 (what
+        mlx-embeddings 0.1.0 feeds its vision tower): the reference's own inputs otherwise."""
+        torch = self.torch
+        inputs = self.processor.process_documents([{"image": image, "text": ""}])
+        feats = self.processor.image_processor([image.convert("RGB")], return_tensors="pt")
+        inputs["pixel_values"] = feats["pixel_values"].to(torch.float32)
+        with torch.no_grad():
+            out = self.model._embed_batch(inputs)
+        return torch.nn.functional.normalize(out.float(), dim=-1).numpy()
+
+
+NEMOTRON_VL_IMAGE_TEXT = (
+    (0, "a square gradient with a circle"),
+    (1, "What is the total amount due on invoice 4521?"),
+)
+
+
+def make_nemotron_vl_goldens(out_dir: Path, models_dir: Path, wheel: Path) -> dict[str, Any]:
+    """NeMo Automodel 0.7.0's reference on the tiny Llama-Nemotron-Embed-VL: TEXT_FAMILY_TEXTS
+    as queries (mean pooling as configured, and ``pool_type="last"``) and as text documents,
+    the committed PNGs as image documents, two image+text documents; each alone, plus the
+    processor's pixel values (bfloat16, stored as float32) and the batched-vs-alone diffs."""
+    import tempfile
+
+    path = models_dir / NEMOTRON_VL_DIR
+    with tempfile.TemporaryDirectory() as tmp:
+        modules = _load_nemo_automodel_modules(wheel, Path(tmp))
+        ref = NemotronVLReference(path, modules)
+    torch = ref.torch
+    images, names = [], []
+    for spec in IMAGE_SPECS:
+        with Image.open(out_dir / IMAGES_DIRNAME / f"{spec.name}.png") as f:
+            images.append(f.copy())
+        names.append(spec.name)
+    texts = list(TEXT_FAMILY_TEXTS)
+    proc = ref.processor
+    arrays: dict[str, np.ndarray] = {}
+    entry: dict[str, Any] = {}
+
+    def record(mode: str, alone: list[np.ndarray], batched: np.ndarray, ids: list) -> None:
+        stacked = np.concatenate(alone).astype(np.float32)
+        assert np.isfinite(stacked).all(), mode
+        arrays[f"{mode}.embeddings"] = stacked
+        entry[mode] = {
+            "input_ids": ids,
+            "batched_vs_alone_max_abs_diff": float(np.abs(batched - stacked).max()),
+        }
+
+    for mode, pool in (("query", None), ("query_last", "last")):
+        record(
+            mode,
+            [ref.queries([t], pool) for t in texts],
+            ref.queries(texts, pool),
+            [proc.process_queries([t])["input_ids"][0].tolist() for t in texts],
+        )
+    docs = [{"image": "", "text": t} for t in texts]
+    record(
+        "document",
+        [ref.documents(texts=[t]) for t in texts],
+        ref.documents(texts=texts),
+        [proc.process_documents([d])["input_ids"][0].tolist() for d in docs],
+    )
+    img_docs = [{"image": img, "text": ""} for img in images]
+    record(
+        "image",
+        [ref.documents(images=[img]) for img in images],
+        ref.documents(images=images),
+        [proc.process_documents([d])["input_ids"][0].tolist() for d in img_docs],
+    )
+    tiles = []
+    for i, d in enumerate(img_docs):
+        pv = proc.process_documents([d])["pixel_values"]
+        assert pv.dtype == torch.bfloat16
+        arrays[f"image.{i}.pixel_values"] = pv.float().numpy()
+        tiles.append(int(pv.shape[0]))
+    entry["image"]["tiles"] = tiles
+    pairs = [(images[i], t) for i, t in NEMOTRON_VL_IMAGE_TEXT]
+    record(
+        "image_text",
+        [ref.documents(images=[img], texts=[t]) for img, t in pairs],
+        ref.documents(images=[p[0] for p in pairs], texts=[p[1] for p in pairs]),
+        [
+            proc.process_documents([{"image": img, "text": t}])["input_ids"][0].tolist()
+            for img, t in pairs
+        ],
+    )
+    unrounded = np.concatenate([ref.unrounded_image_vector(img) for img in images])
+    cos = (unrounded * arrays["image.embeddings"]).sum(-1)
+    write_npz(out_dir / f"{NEMOTRON_VL_REFERENCE}.npz", arrays)
+    summary = {
+        "model_dir": NEMOTRON_VL_DIR,
+        "model_digest": model_dir_digest(path),
+        "reference": "NeMo Automodel 0.7.0 LlamaNemotronVLModel.encode_queries / "
+        "encode_documents with LlamaNemotronVLProcessor (transformers' torchvision backend "
+        "through make_goldens' torchvision shim: torch bicubic antialiased uint8 resize; "
+        "pixels cast to bfloat16), float32 model, pooled vectors L2-normalised; each alone",
+        "processor": {
+            k: v for k, v in json.loads((path / "processor_config.json").read_text()).items()
+        },
+        "pooling": ref.config.pooling,
+        "npz_keys": "<query|query_last|document|image|image_text>.embeddings (float32, "
+        "(items, dim)), image.<i>.pixel_values (float32 holding the bfloat16 pixels, "
+        "(tiles, 3, 32, 32))",
+        "texts": texts,
+        "images": names,
+        "image_text": [[names[i], t] for i, t in NEMOTRON_VL_IMAGE_TEXT],
+        "image_vs_unrounded_pixels_cosine": [float(c) for c in cos],
+        "versions": {**_package_versions(), "nemo-automodel": modules["version"].version},
+        "modes": entry,
+    }
+    write_json(out_dir / f"{NEMOTRON_VL_REFERENCE}.json", summary)
+    return summary
+
+
 COLBERT_REFERENCE = "colbert_reference"
 COLBERT_DIR = "tiny-lfm2-colbert"
 # pylate settings each variant overrides (the model's own config_sentence_transformers.json
@@ -1435,10 +1769,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument(
         "--only",
-        choices=["colqwen", "colqwen-text-documents", "minilm", "text-families", "colbert"],
+        choices=[
+            "colqwen",
+            "colqwen-text-documents",
+            "minilm",
+            "text-families",
+            "colbert",
+            "nemotron-vl",
+        ],
         action="append",
         help="write only these goldens (repeatable; default: all but colbert, which needs "
-        "pylate and sentence-transformers 5.3)",
+        "pylate and sentence-transformers 5.3, and nemotron-vl, which installs a torchvision "
+        "shim and so runs on its own)",
+    )
+    parser.add_argument(
+        "--nemo-automodel-wheel",
+        type=Path,
+        help="nemo_automodel-0.7.0-py3-none-any.whl (pip download nemo-automodel==0.7.0 "
+        "--no-deps), for --only nemotron-vl",
     )
     parser.add_argument(
         "--tiny-models-dir",
@@ -1450,6 +1798,10 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if "nemotron-vl" in only:
+        if only != {"nemotron-vl"} or args.nemo_automodel_wheel is None:
+            parser.error("--only nemotron-vl runs alone and needs --nemo-automodel-wheel")
+        return _main_nemotron_vl(args)
     _import_reference_stack()
     import torch
 
@@ -1536,6 +1888,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     for f in sorted(p for p in out_dir.rglob("*") if p.is_file()):
         print(f"  {f.relative_to(out_dir)}  {f.stat().st_size} bytes")
+    return 0
+
+
+def _main_nemotron_vl(args: argparse.Namespace) -> int:
+    import tempfile
+
+    _install_torchvision_resize_shim()  # before transformers reads torchvision's availability
+    import torch
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    out_dir: Path = args.out_dir
+    with tempfile.TemporaryDirectory() as tmp:
+        models_dir = args.tiny_models_dir or Path(tmp)
+        if args.tiny_models_dir is None:
+            build_tiny_text_models(models_dir)
+        summary = make_nemotron_vl_goldens(out_dir, models_dir, args.nemo_automodel_wheel)
+    for mode, entry in summary["modes"].items():
+        print(
+            f"nemotron_vl {mode}: tokens {[len(x) for x in entry['input_ids']]} "
+            f"batched-vs-alone {entry['batched_vs_alone_max_abs_diff']:.1e}"
+        )
+    print("tiles:", summary["modes"]["image"]["tiles"])
+    print("image vs unrounded-pixels cosine:", summary["image_vs_unrounded_pixels_cosine"])
     return 0
 
 

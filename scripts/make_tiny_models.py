@@ -23,7 +23,9 @@ Writes these model directories under ``DIR``:
   ``[D] `` prefix tokens), ``tiny-colsmol/`` (vidore/colSmol-256M merged: colpali-engine's
   ColIdefics3 names, Idefics3 image processor), ``tiny-qwen3-vl-embedding/``
   (Qwen/Qwen3-VL-Embedding-2B: Qwen3VLForConditionalGeneration names, deepstack vision, chat
-  template).
+  template), ``tiny-llama-nemotron-vl/`` (nvidia/llama-nemotron-embed-vl-1b-v2 as NeMo
+  Automodel's ``LlamaNemotronVLModel`` names it: SigLIP vision, ``mlp1`` projector,
+  ``LlamaBidirectionalModel``; ``<IMG_CONTEXT>`` tokens; processor_config.json).
 
 Everything is random but deterministic (fixed seeds, numpy generators, in-process tokenizer
 training on a built-in corpus), so reruns produce identical files. No torch is needed: the
@@ -1817,6 +1819,160 @@ def _random_parameters_siglip(model: Any, seed: int) -> dict[str, mx.array]:
     return out
 
 
+NEMOTRON_VL_DIRNAME = "tiny-llama-nemotron-vl"
+NEMOTRON_VL_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<img>",
+    "</img>",
+    "<IMG_CONTEXT>",
+)
+# LlamaNemotronVLProcessor's settings (processor_config.json); tiles of 32 px, patch 8 and
+# pixel shuffle 0.5: 4 image tokens per tile
+NEMOTRON_VL_PROCESSOR: dict[str, Any] = {
+    "dynamic_image_size": True,
+    "image_size": 32,
+    "max_input_tiles": 6,
+    "norm_type": "siglip",
+    "num_image_token": 4,
+    "p_max_length": 256,
+    "passage_prefix": "passage:",
+    "q_max_length": 128,
+    "query_prefix": "query:",
+    "template": "bidirectional-llama-retriever",
+    "use_thumbnail": True,
+}
+
+
+def nemotron_vl_published_key(mlx_key: str) -> str:
+    """mlx-embeddings' names -> NeMo Automodel ``LlamaNemotronVLModel`` names (SigLIP's
+    ``in_proj_weight``; the language model is a ``LlamaBidirectionalModel``, no ``model.``)."""
+    if mlx_key.startswith(("vision_model.vision_model.", "language_model.", "mlp1.")):
+        return mlx_key.replace("in_proj.weight", "in_proj_weight").replace(
+            "in_proj.bias", "in_proj_bias"
+        )
+    raise ValueError(f"unexpected parameter {mlx_key}")
+
+
+def make_tiny_llama_nemotron_vl(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
+    """A tiny Llama-Nemotron-Embed-VL in the layout of nvidia/llama-nemotron-embed-vl-1b-v2 as
+    NeMo Automodel 0.7.0's ``LlamaNemotronVLModel`` saves it: ``vision_model.vision_model.*``
+    (``SiglipVisionModel``, torch conv layout), ``mlp1.{0,1,3}.*`` (LayerNorm, Linear, GELU,
+    Linear after the pixel shuffle), ``language_model.*`` (``LlamaBidirectionalModel``, llama3
+    RoPE); config with ``vision_config`` / ``llm_config``, ``img_context_token_id``, mean
+    pooling; the Llama-3 style tokenizer with ``<img>`` / ``</img>`` / ``<IMG_CONTEXT>``; the
+    processor's settings in ``processor_config.json``."""
+    from mlx_embeddings.models.llama_nemotron_vl import Model, ModelArgs
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = write_bpe_tokenizer(
+        out_dir,
+        specials=NEMOTRON_VL_SPECIAL_TOKENS,
+        single="<|begin_of_text|> $A",
+        pair="<|begin_of_text|> $A <|begin_of_text|>:1 $B:1",
+        tokenizer_config={
+            "bos_token": "<|begin_of_text|>",
+            "clean_up_tokenization_spaces": True,
+            "eos_token": "<|end_of_text|>",
+            "model_input_names": ["input_ids", "attention_mask"],
+            "model_max_length": 8192,
+            "pad_token": "<|end_of_text|>",
+            "padding_side": "left",
+            "tokenizer_class": "PreTrainedTokenizerFast",
+        },
+    )
+    vision_config = {
+        "attention_dropout": 0.0,
+        "hidden_act": "gelu_pytorch_tanh",
+        "hidden_size": 32,
+        "image_size": 32,
+        "intermediate_size": 64,
+        "layer_norm_eps": 1e-06,
+        "model_type": "siglip_vision_model",
+        "num_attention_heads": 2,
+        "num_channels": 3,
+        "num_hidden_layers": 2,
+        "patch_size": 8,
+    }
+    llm_config = {
+        "architectures": ["LlamaBidirectionalModel"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": ids["<|begin_of_text|>"],
+        "eos_token_id": ids["<|end_of_text|>"],
+        "head_dim": 16,
+        "hidden_act": "silu",
+        "hidden_size": 64,
+        "initializer_range": 0.02,
+        "intermediate_size": 128,
+        "max_position_embeddings": 256,
+        "mlp_bias": False,
+        "model_type": "llama_bidirec",
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 2,
+        "pad_token_id": ids["<|end_of_text|>"],
+        "pooling": "avg",
+        "rms_norm_eps": 1e-05,
+        "rope_scaling": {
+            "factor": 32.0,
+            "high_freq_factor": 4.0,
+            "low_freq_factor": 1.0,
+            "original_max_position_embeddings": 64,
+            "rope_type": "llama3",
+        },
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "vocab_size": _round_up(max(ids.values()) + 1, 8),
+    }
+    config = {
+        "architectures": ["LlamaNemotronVLModel"],
+        "downsample_ratio": 0.5,
+        "dynamic_image_size": True,
+        "force_image_size": 32,
+        "img_context_token_id": ids["<IMG_CONTEXT>"],
+        "llm_config": llm_config,
+        "max_dynamic_patch": 6,
+        "max_input_tiles": 6,
+        "min_dynamic_patch": 1,
+        "model_type": "llama_nemotron_vl",
+        "p_max_length": NEMOTRON_VL_PROCESSOR["p_max_length"],
+        "passage_prefix": "passage:",
+        "pooling": "avg",
+        "q_max_length": NEMOTRON_VL_PROCESSOR["q_max_length"],
+        "query_prefix": "query:",
+        "select_layer": -1,
+        "template": "bidirectional-llama-retriever",
+        "torch_dtype": "float32",
+        "use_thumbnail": True,
+        "vision_config": vision_config,
+    }
+    _write_json(out_dir / "config.json", config)
+    model = Model(ModelArgs.from_dict(dict(config)))
+    rng = np.random.default_rng(seed + 11)
+    weights: dict[str, mx.array] = {}
+    for name, value in sorted(tree_flatten(model.parameters())):
+        shape = tuple(value.shape)
+        if name.endswith("head.probe"):
+            arr = rng.normal(0.0, 1.0, size=shape)
+        elif name == "mlp1.0.weight":  # the projector's LayerNorm
+            arr = 1.0 + 0.1 * rng.normal(size=shape)
+        elif "in_proj" in name and name.endswith("weight"):
+            arr = rng.normal(0.0, 2.0 / math.sqrt(shape[1]), size=shape)
+        else:
+            arr = _draw_param(name, shape, rng)
+        if name.endswith("patch_embedding.weight"):  # MLX (o, h, w, i) -> torch (o, i, h, w)
+            arr = arr.transpose(0, 3, 1, 2)
+        weights[nemotron_vl_published_key(name)] = mx.array(arr.astype(np.float32))
+    _save_weights(out_dir, weights)
+    _write_json(
+        out_dir / "processor_config.json",
+        {"processor_class": "LlamaNemotronVLProcessor", **NEMOTRON_VL_PROCESSOR},
+    )
+    return out_dir
+
+
 TEXT_FAMILY_BUILDERS = {
     "xlm_roberta": ("tiny-xlm-roberta", make_tiny_xlm_roberta),
     "modernbert": ("tiny-modernbert", make_tiny_modernbert),
@@ -1850,6 +2006,7 @@ def make_all(
         "lfm2": make_tiny_lfm2_colbert(out_dir / LFM2_COLBERT_DIRNAME, seed=seed),
         "colidefics3": make_tiny_colidefics3(out_dir / COLIDEFICS3_DIRNAME, seed=seed),
         "qwen3_vl": make_tiny_qwen3_vl(out_dir / QWEN3_VL_DIRNAME, seed=seed),
+        "llama_nemotron_vl": make_tiny_llama_nemotron_vl(out_dir / NEMOTRON_VL_DIRNAME, seed=seed),
     }
 
 

@@ -17,16 +17,8 @@ log = logging.getLogger(__name__)
 TEXT_FAMILY_NAMES = ("bert", "xlm_roberta", "modernbert", "qwen3", "gemma3_text", "llama_bidirec")
 # multi-vector text models in pylate's ColBERT layout (app.engine.colbert)
 COLBERT_NAMES = ("lfm2",)
-# model types mlx-embeddings ships that are refused, and why
-REFUSED = {
-    "llama_nemotron_vl": (
-        "llama_nemotron_vl is not served: its reference is remote code in the model repo, and "
-        "NVIDIA's published implementation (NeMo Automodel 0.7.0's LlamaNemotronVLProcessor) "
-        "tiles and resizes images with transformers' torchvision-backed fast image processor "
-        "and casts the pixels to bfloat16, so its image vectors cannot be reproduced and "
-        "checked without torchvision"
-    ),
-}
+# model types mlx-embeddings ships that are refused, and why (none today)
+REFUSED: dict[str, str] = {}
 
 
 def load_adapter(settings: Settings) -> Adapter:
@@ -50,6 +42,10 @@ def load_adapter(settings: Settings) -> Adapter:
         from app.engine.qwen3_vl import Qwen3VLAdapter
 
         adapter = Qwen3VLAdapter(path, settings)
+    elif model_type == "llama_nemotron_vl":
+        from app.engine.nemotron_vl import NemotronVLAdapter
+
+        adapter = NemotronVLAdapter(path, settings)
     elif model_type == "siglip":
         from app.engine.siglip import SiglipAdapter
 
@@ -67,7 +63,7 @@ def load_adapter(settings: Settings) -> Adapter:
     else:
         raise ValueError(
             f"model type {model_type!r} of {settings.model} is not supported "
-            f"(supported: colqwen2_5, colidefics3, siglip, qwen3_vl, "
+            f"(supported: colqwen2_5, colidefics3, siglip, qwen3_vl, llama_nemotron_vl, "
             f"{', '.join(COLBERT_NAMES + TEXT_FAMILY_NAMES)})"
         )
     info = adapter.info

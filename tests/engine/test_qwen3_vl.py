@@ -103,9 +103,3 @@ def test_stock_mlx_embeddings_reuses_the_previous_calls_positions(tiny_models_di
     assert_matches(first[None], REF["document.embeddings"][1][None], "stock, first call")
     with pytest.raises(ValueError):
         model(ids, attention_mask=mask)
-
-
-def test_llama_nemotron_vl_is_refused_with_the_reason(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama_nemotron_vl"}))
-    with pytest.raises(ValueError, match="torchvision"):
-        load_adapter(Settings(model=str(tmp_path)))

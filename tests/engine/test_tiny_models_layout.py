@@ -489,3 +489,39 @@ def test_qwen3_vl_layout(tiny_models_dir: Path) -> None:
     _assert_same_keys_and_shapes(model, sanitized)
     pre = json.loads((path / "preprocessor_config.json").read_text())
     assert pre["patch_size"] == cfg["vision_config"]["patch_size"] and pre["merge_size"] == 2
+
+
+# ------------------------------------------------------------------------------------------
+# (j) Llama-Nemotron-Embed-VL (nvidia/llama-nemotron-embed-vl-1b-v2, NeMo Automodel names)
+# ------------------------------------------------------------------------------------------
+
+
+def test_llama_nemotron_vl_layout(tiny_models_dir: Path) -> None:
+    path = tiny_models_dir / _script().NEMOTRON_VL_DIRNAME
+    cfg = _config(path)
+    assert cfg["model_type"] == "llama_nemotron_vl"
+    assert cfg["architectures"] == ["LlamaNemotronVLModel"]
+    assert cfg["vision_config"]["model_type"] == "siglip_vision_model"
+    assert cfg["llm_config"]["architectures"] == ["LlamaBidirectionalModel"]
+    weights = _file_weights(path)
+    assert {k.split(".")[0] for k in weights} == {"vision_model", "mlp1", "language_model"}
+    assert not any(k.startswith("language_model.model.") for k in weights)  # LlamaModel names
+    patch = weights["vision_model.vision_model.embeddings.patch_embedding.weight"]
+    assert patch.shape == (32, 3, 8, 8)  # torch (out, in, kh, kw)
+    assert "vision_model.vision_model.head.attention.in_proj_weight" in weights
+    # LayerNorm, Linear, (GELU), Linear over the pixel-shuffled (4x) vision features
+    assert weights["mlp1.0.weight"].shape == (32 * 4,)
+    assert weights["mlp1.1.weight"].shape == (64, 32 * 4)
+    assert weights["mlp1.3.weight"].shape == (64, 64)
+    tok = AutoTokenizer.from_pretrained(path)
+    for t in ("<img>", "</img>", "<IMG_CONTEXT>", "<|begin_of_text|>"):
+        assert len(tok(t, add_special_tokens=False)["input_ids"]) == 1, t
+    assert tok.convert_tokens_to_ids("<IMG_CONTEXT>") == cfg["img_context_token_id"]
+    assert tok("query: hi")["input_ids"][0] == tok.convert_tokens_to_ids("<|begin_of_text|>")
+    model = _load(path)
+    assert type(model).__module__ == "mlx_embeddings.models.llama_nemotron_vl.model"
+    _assert_same_keys_and_shapes(model, model.sanitize(weights))
+    proc = json.loads((path / "processor_config.json").read_text())
+    assert proc["processor_class"] == "LlamaNemotronVLProcessor"
+    tokens_per_tile = (proc["image_size"] // 8) ** 2 * cfg["downsample_ratio"] ** 2
+    assert proc["num_image_token"] == tokens_per_tile == 4

@@ -1,7 +1,8 @@
 """The families added last over HTTP with the openai client, on the tiny models: LFM2-ColBERT
 (queries and documents via input_type), ColIdefics3 (a query and images in one request) and
-Qwen3-VL-Embedding (texts with the query instruction and images); the vectors equal the goldens
-and /v1/models/{id} tells family, kind, modalities, dim, prompts and image limits."""
+Qwen3-VL-Embedding (texts with the query instruction and images) and Llama-Nemotron-Embed-VL
+(texts as queries by default and as documents, images); the vectors equal the goldens and
+/v1/models/{id} tells family, kind, modalities, dim, prompts and image limits."""
 
 from __future__ import annotations
 
@@ -104,3 +105,32 @@ def test_qwen3_vl_texts_and_images(qwen3_vl: Served) -> None:
     assert (card["family"], card["kind"], card["dimensions"]) == ("qwen3_vl", "pooled", 64)
     assert card["prompts"]["query"] == index["instructions"]["query"]
     assert card["image"]["min_pixels"] == index["pixels"]["min"]
+
+
+@pytest.fixture(scope="module")
+def nemotron_vl(tiny_models_dir: Path) -> Iterator[Served]:
+    index, _ = _index("nemotron_vl_reference")
+    yield from serve_real_model(str(tiny_models_dir / index["model_dir"]), "tiny/nemotron-vl")
+
+
+def test_llama_nemotron_vl_queries_documents_and_images(nemotron_vl: Served) -> None:
+    index, ref = _index("nemotron_vl_reference")
+    client = nemotron_vl.openai()
+    for role, extra in (("query", {}), ("document", {"input_type": "document"})):
+        resp = client.embeddings.create(
+            model="tiny/nemotron-vl", input=index["texts"], extra_body=extra
+        )
+        vecs = np.stack([np.asarray(d.embedding, dtype=np.float32) for d in resp.data])
+        assert_matches(vecs, ref[f"{role}.embeddings"], role)
+        tokens = sum(len(x) for x in index["modes"][role]["input_ids"])
+        assert resp.usage.prompt_tokens == tokens
+    images = [_data_uri(n) for n in index["images"]]
+    resp = client.embeddings.create(model="tiny/nemotron-vl", input=images)
+    vecs = np.stack([np.asarray(d.embedding, dtype=np.float32) for d in resp.data])
+    assert_matches(vecs, ref["image.embeddings"], "images")
+    card = _card(nemotron_vl, "tiny/nemotron-vl")
+    assert (card["family"], card["kind"], card["dimensions"]) == ("llama_nemotron_vl", "pooled", 64)
+    assert card["modalities"] == ["text", "image"] and card["pooling"] == "mean"
+    assert card["prompts"] == {"query": "query: ", "document": "passage: "}
+    assert card["default_prompt_name"] == "query" and card["max_tokens"] == 256
+    assert card["image"] == {"max_pixels": 6 * 32 * 32, "max_image_tokens": 28}

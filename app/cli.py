@@ -16,8 +16,6 @@ from app.logging_setup import setup_logging
 from app.settings import Settings, load_settings, model_path_problem
 
 if TYPE_CHECKING:
-    from sanic import Sanic
-
     from app.backends import Backends
 
 log = logging.getLogger("app.cli")
@@ -76,33 +74,6 @@ def _keys_or_none(settings: Settings) -> KeyRing | None:
     return keys
 
 
-def _keep_a_stop(app: Sanic) -> None:
-    """Sanic loses a SIGINT/SIGTERM that arrives while its after-start listeners run: its
-    handler stops the loop, which only ends that ``run_until_complete``, and the server then
-    serves on (measured: a SIGTERM 0.3 s into an after-start listener was ignored). Sanic's
-    stop cancels the app's tasks; when this one is cancelled and the shutdown has not begun
-    a second later, stop again."""
-    state = {"down": False}
-
-    async def mark_down(_app: Sanic, _loop: object = None) -> None:
-        state["down"] = True
-
-    def stop_again() -> None:
-        if not state["down"]:
-            log.info("stopping (the first stop request was lost in start-up)")
-            app.stop(terminate=False)
-
-    async def watch() -> None:
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:  # Sanic's stop cancels the app's tasks
-            asyncio.get_running_loop().call_later(1.0, stop_again)
-            raise
-
-    app.register_listener(mark_down, "before_server_stop")
-    app.add_task(watch())
-
-
 def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -131,7 +102,6 @@ def _serve(settings: Settings, backends: Backends, keys: KeyRing) -> int:
             await asyncio.sleep(0.1)
 
     app.add_task(stop_if_the_model_fails(app))
-    _keep_a_stop(app)
     log.info(
         "serving %s on http://%s:%d/v1 - the model loads in the background; "
         "GET /health answers 200 once it is ready",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -107,6 +108,27 @@ class OpenAIErrorHandler(ErrorHandler):
         return error_response(err)
 
 
+class EmbeddingsApp(Sanic):
+    """Sanic 25 loses a SIGINT/SIGTERM that arrives while its start-up events run (between
+    listening and serving): its handler stops the loop, which only ends that start-up step,
+    and the server then serves on (measured: a SIGTERM right after the first /health answer
+    was ignored). A stop not followed by the shutdown within a second is made again."""
+
+    def stop(self, terminate: bool = True, unregister: bool = False) -> None:
+        super().stop(terminate=terminate, unregister=unregister)
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing to stop again
+            asyncio.get_running_loop().call_later(1.0, self._stop_if_still_serving)
+
+    def _stop_if_still_serving(self) -> None:
+        if not getattr(self.ctx, "stopping", False):
+            log.info("stopping (the first stop request came during start-up)")
+            super().stop(terminate=False)
+
+
+async def _mark_stopping(app: Sanic, _loop: Any = None) -> None:
+    app.ctx.stopping = True
+
+
 def _unique_name(name: str | None) -> str:
     if name is not None:
         return name
@@ -152,7 +174,9 @@ def create_app(
         services[model_settings.model_name] = EmbeddingService(
             model_settings, view, model_resolver, backends
         )
-    app = Sanic(_unique_name(name), error_handler=OpenAIErrorHandler(), configure_logging=False)
+    app = EmbeddingsApp(
+        _unique_name(name), error_handler=OpenAIErrorHandler(), configure_logging=False
+    )
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
     # A synchronous request may wait for a queued job up to job_timeout.
     app.config.RESPONSE_TIMEOUT = max(60.0, settings.job_timeout + 30.0)
@@ -193,6 +217,7 @@ def create_app(
             await asyncio.to_thread(engine.close)
 
     app.register_listener(start_backends, "after_server_start")
+    app.register_listener(_mark_stopping, "before_server_stop")
 
     app.register_listener(close_resources, "after_server_stop")
     return app

@@ -311,24 +311,25 @@ class Engine:
         return True
 
     def _run(self) -> None:
-        if not self._load():
+        if self._load():
             self._ready.set()
-            self._stopped.set()
-            return
+            self._serve()
         self._ready.set()
-        while True:
-            self._run_calls()
-            self._release_when_idle()
-            batch = self._take_batch()
-            if batch is None:
-                break
-            if batch:
-                self._run_batch(batch)
         self._stopped.set()
         # Park instead of returning: a thread that used MLX and then exits before the
         # interpreter does makes MLX abort at process exit ("terminate called without an
         # active exception", measured 4-6 of 6 runs). A parked daemon thread exits cleanly.
         threading.Event().wait()
+
+    def _serve(self) -> None:
+        while True:
+            self._run_calls()
+            self._release_when_idle()
+            batch = self._take_batch()
+            if batch is None:
+                return
+            if batch:
+                self._run_batch(batch)
 
     def _release_when_idle(self) -> None:
         """Give the framework's cached buffers back once the queue has run dry."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -109,24 +111,53 @@ class OpenAIErrorHandler(ErrorHandler):
 
 
 class EmbeddingsApp(Sanic):
-    """Sanic 25 loses a SIGINT/SIGTERM that arrives while its start-up events run (between
-    listening and serving): its handler stops the loop, which only ends that start-up step,
-    and the server then serves on (measured: a SIGTERM right after the first /health answer
-    was ignored). A stop not followed by the shutdown within a second is made again."""
+    """Sanic 25 on uvloop can lose a SIGINT/SIGTERM that arrives during start-up (measured: 2
+    of 10 servers sent SIGTERM right after their first /health answer served on):
+
+    - between its start-up steps the loop is not running, and uvloop then records a signal
+      without ever dispatching it (its self-pipe is closed while paused);
+    - during the after-start step, Sanic's handler stops the loop, which only ends that step.
+
+    So the app notes every signal from the start (:func:`_note_signals`) and its ``stop``
+    checks a second later: a stop or a signal not followed by the shutdown is made again."""
 
     def stop(self, terminate: bool = True, unregister: bool = False) -> None:
         super().stop(terminate=terminate, unregister=unregister)
         with contextlib.suppress(RuntimeError):  # no running loop: nothing to stop again
-            asyncio.get_running_loop().call_later(1.0, self._stop_if_still_serving)
+            asyncio.get_running_loop().call_later(1.0, self.stop_if_still_serving)
 
-    def _stop_if_still_serving(self) -> None:
+    def stop_if_still_serving(self) -> None:
         if not getattr(self.ctx, "stopping", False):
-            log.info("stopping (the first stop request came during start-up)")
+            log.info("stopping (the stop request came during start-up)")
             super().stop(terminate=False)
 
 
 async def _mark_stopping(app: Sanic, _loop: Any = None) -> None:
     app.ctx.stopping = True
+
+
+async def _note_signals(app: EmbeddingsApp, loop: Any = None) -> None:
+    """Wrap the Python-level SIGINT/SIGTERM handlers (uvloop's, which only record the signal
+    while the loop is paused) so a signal in start-up still stops the server."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # tests serve from other threads, without signals
+    noted: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        inner = signal.getsignal(sig)
+        if not callable(inner):
+            continue
+
+        def handler(signum: int, frame: Any, inner: Any = inner) -> None:
+            noted.append(signum)
+            inner(signum, frame)
+
+        signal.signal(sig, handler)
+
+    def check() -> None:
+        if noted:
+            app.stop_if_still_serving()
+
+    asyncio.get_running_loop().call_later(1.0, check)
 
 
 def _unique_name(name: str | None) -> str:
@@ -217,6 +248,7 @@ def create_app(
             await asyncio.to_thread(engine.close)
 
     app.register_listener(start_backends, "after_server_start")
+    app.register_listener(_note_signals, "after_server_start")
     app.register_listener(_mark_stopping, "before_server_stop")
 
     app.register_listener(close_resources, "after_server_stop")

@@ -94,7 +94,7 @@ def _serve(settings: Settings, backends: Backends, keys: KeyRing) -> int:
                 err = engine.load_error
                 log.error(
                     "cannot serve %s: the model failed to load: %s: %s (--log-level debug "
-                    "shows the traceback)", settings.source_of(engine.failed_model),
+                    "shows the traceback)", settings.source_of(engine.models.failed),
                     type(err).__name__, err,
                 )  # fmt: skip
                 app.stop()

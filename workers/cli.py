@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             err = engine.load_error
             log.error(
                 "cannot serve %s: the model failed to load: %s: %s (--log-level debug shows "
-                "the traceback)", settings.source_of(engine.failed_model), type(err).__name__, err,
+                "the traceback)", settings.source_of(engine.models.failed), type(err).__name__, err,
             )  # fmt: skip
             return 1
         run_worker(settings, engine, redis_url=url, burst=extra.burst, name=extra.name)

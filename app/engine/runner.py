@@ -26,6 +26,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from app.engine.base import Adapter, Embedding, EngineInput, ModelInfo, Prepared
+from app.engine.loaded_models import LoadedModels, Loader
+from app.engine.model_view import ModelView
 from app.engine.scheduler import (
     BULK,
     INTERACTIVE,
@@ -45,9 +47,6 @@ class Announcement:
     n: int
 
 
-Loader = Callable[[], Adapter]
-
-
 class Engine:
     def __init__(
         self,
@@ -62,11 +61,7 @@ class Engine:
         busy_bulk_batch_size: int | None = None,
         release_memory: Callable[[], None] | None = None,
     ) -> None:
-        loaders = load_adapter if isinstance(load_adapter, Mapping) else {"": load_adapter}
-        if not loaders:
-            raise ValueError("an engine needs at least one model")
-        self._loaders: dict[str, Loader] = dict(loaders)
-        self.names: list[str] = list(loaders)  # the models, in load order
+        self.models = LoadedModels(load_adapter)
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
         self.max_queue = {INTERACTIVE: max_queue, BULK: max_bulk_queue}
         self._sched = Scheduler(
@@ -76,17 +71,11 @@ class Engine:
             busy_bulk_batch_size=busy_bulk_batch_size,
         )
         self._release_memory = release_memory
-        self.adapters: dict[str, Adapter] = {}
-        self.load_error: BaseException | None = None
-        self.failed_model: str | None = None  # the model whose load failed
-        self.model_load_seconds: dict[str, float] = {}
-        self.model_memory: dict[str, int | None] = {}  # MLX bytes each model added at load
         self.forward_calls = 0
         self.items_computed = 0
         self.real_tokens = 0  # tokens of the items computed
         self.padded_tokens = 0  # tokens the batches held, padding included
         self.batches = {INTERACTIVE: 0, BULK: 0}
-        self.load_seconds: float | None = None
         # (lane, items, real tokens, padded tokens) after each forward pass, on the MLX thread
         self.on_batch: Callable[[str, int, int, int], None] | None = None
         self._calls: collections.deque[tuple[Callable, Future]] = collections.deque()
@@ -112,26 +101,25 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set() and self.load_error is None and bool(self.adapters)
+        return self._ready.is_set() and self.load_error is None
+
+    @property
+    def load_error(self) -> BaseException | None:
+        return self.models.error
+
+    @property
+    def load_seconds(self) -> float | None:
+        return self.models.seconds
 
     @property
     def adapter(self) -> Adapter | None:
         """The first model's adapter (None until every model has loaded)."""
-        return self.adapters.get(self.names[0]) if self.ready else None
-
-    def _key(self, model: str | None) -> str:
-        """The model's key: the first model for None; a one-model engine answers to any name
-        (the server's settings name it)."""
-        if model is None or len(self.names) == 1:
-            return self.names[0]
-        if model not in self._loaders:
-            raise KeyError(f"no model {model!r} in this engine ({', '.join(self.names)})")
-        return model
+        return self.models.adapters[self.models.names[0]] if self.ready else None
 
     def _adapter(self, model: str | None) -> Adapter:
         if not self.ready:
             raise ModelNotReady("the model is still loading; retry shortly")
-        return self.adapters[self._key(model)]
+        return self.models.adapters[self.models.key(model)]
 
     @property
     def info(self) -> ModelInfo:
@@ -142,13 +130,13 @@ class Engine:
 
     def view(self, model: str) -> ModelView:
         """The single-model API of ``model``."""
-        return ModelView(self, self._key(model))
+        return ModelView(self, self.models.key(model))
 
     def queued(self, lane: str, model: str | None = None) -> int:
         """Items waiting in ``lane`` (of ``model``, or of all models)."""
         if model is None:
             return self._sched.queued[lane]
-        return self._sched.queued_for(self._key(model), lane)
+        return self._sched.queued_for(self.models.key(model), lane)
 
     def close(self, timeout: float = 10.0) -> None:
         with self._cv:
@@ -207,8 +195,8 @@ class Engine:
         if not items:
             fut.set_result([])
             return fut
+        model = self.models.key(model)
         self._adapter(model)  # ModelNotReady while loading
-        model = self._key(model)
         if lane not in LANES:
             raise ValueError(f"unknown lane {lane!r}")
         n = len(items)
@@ -282,39 +270,11 @@ class Engine:
         fut.cancel()
 
     # ---- the MLX thread --------------------------------------------------------------------
-    def _load(self) -> bool:
-        """Load every model, one after the other; False (``load_error`` set) if one fails."""
-        from app.engine.memory import active_bytes
-
-        t0 = time.monotonic()
-        for name, load in self._loaders.items():
-            t, before = time.monotonic(), active_bytes()
-            try:
-                adapter = load()
-            except BaseException as exc:  # reported through wait_ready / health / the CLIs
-                log.debug("model %s failed to load", name or "-", exc_info=exc)
-                self.load_error, self.failed_model = exc, name
-                return False
-            self.adapters[name] = adapter
-            self.model_load_seconds[name] = time.monotonic() - t
-            after = active_bytes()
-            self.model_memory[name] = (
-                after - before if after is not None and before is not None else None
-            )
-            if len(self._loaders) > 1:
-                mib = self.model_memory[name]
-                log.info(
-                    "model %s loaded in %.1f s (%s)", name, self.model_load_seconds[name],
-                    f"{mib / 2**20:.0f} MiB" if mib is not None else "memory unknown",
-                )  # fmt: skip
-        self.load_seconds = time.monotonic() - t0
-        return True
-
     def _run(self) -> None:
-        if self._load():
-            self._ready.set()
-            self._serve()
+        loaded = self.models.load()
         self._ready.set()
+        if loaded:
+            self._serve()
         self._stopped.set()
         # Park instead of returning: a thread that used MLX and then exits before the
         # interpreter does makes MLX abort at process exit ("terminate called without an
@@ -418,7 +378,7 @@ class Engine:
     def _forward(self, items: list[Prepared], model: str) -> list[Embedding]:
         self.forward_calls += 1
         self._dirty = True
-        out = self.adapters[model].forward(items)
+        out = self.models.adapters[model].forward(items)
         self.items_computed += len(items)
         self.real_tokens += sum(p.n_tokens for p in items)
         self.padded_tokens += padded_tokens(len(items), max(p.n_tokens for p in items))
@@ -433,73 +393,3 @@ class Engine:
                 log.exception("forward failed", exc_info=exc)
                 exc = InternalError(f"the model failed on this input: {type(exc).__name__}: {exc}")
             req.future.set_exception(exc)
-
-
-class ModelView:
-    """One model of an :class:`Engine`, with the single-model API the pipeline, services and
-    workers use (they never name the model: the view does)."""
-
-    def __init__(self, engine: Engine, name: str) -> None:
-        self.engine = engine
-        self.name = name
-
-    @property
-    def ready(self) -> bool:
-        return self.engine.ready
-
-    @property
-    def load_error(self) -> BaseException | None:
-        return self.engine.load_error
-
-    @property
-    def load_seconds(self) -> float | None:
-        return self.engine.model_load_seconds.get(self.name, self.engine.load_seconds)
-
-    @property
-    def adapter(self) -> Adapter | None:
-        return self.engine.adapters.get(self.name) if self.engine.ready else None
-
-    @property
-    def memory_bytes(self) -> int | None:
-        """MLX memory this model took at load (None if unknown)."""
-        return self.engine.model_memory.get(self.name)
-
-    @property
-    def info(self) -> ModelInfo:
-        return self.engine.info_of(self.name)
-
-    def queued(self, lane: str) -> int:
-        return self.engine.queued(lane, self.name)
-
-    def prepare(self, item: EngineInput, *, truncate: bool = False) -> Prepared:
-        return self.engine.prepare(item, truncate=truncate, model=self.name)
-
-    def measure(self, item: EngineInput, *, truncate: bool = False) -> Prepared:
-        return self.engine.measure(item, truncate=truncate, model=self.name)
-
-    def incoming(self, n: int, lane: str = INTERACTIVE) -> contextlib.AbstractContextManager:
-        return self.engine.incoming(n, lane)
-
-    def submit(
-        self,
-        items: list[Prepared],
-        announced: Announcement | None = None,
-        *,
-        lane: str = INTERACTIVE,
-        owner: object = None,
-    ) -> Future:
-        return self.engine.submit(items, announced, lane=lane, owner=owner, model=self.name)
-
-    async def wait(self, fut: Future) -> list[Embedding]:
-        return await self.engine.wait(fut)
-
-    async def embed(self, items: list[Prepared], *, lane: str = INTERACTIVE) -> list[Embedding]:
-        return await self.engine.embed(items, lane=lane, model=self.name)
-
-    def embed_blocking(
-        self, items: list[Prepared], timeout: float | None = None, *, lane: str = INTERACTIVE
-    ) -> list[Embedding]:
-        return self.engine.embed_blocking(items, timeout, lane=lane, model=self.name)
-
-    def call(self, fn: Callable[[Adapter], object], timeout: float | None = None) -> object:
-        return self.engine.call(fn, timeout, model=self.name)

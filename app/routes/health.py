@@ -22,7 +22,7 @@ async def health(request: Request) -> HTTPResponse:
         body["models"] = list(names)
     if engine.load_error is not None:
         err = engine.load_error
-        failed = getattr(engine, "failed_model", None)
+        failed = engine.models.failed
         which = f"the model {failed!r}" if len(names) > 1 and failed else "the model"
         body.update(status="error", error=f"{which} failed to load: {type(err).__name__}: {err}")
         return json_response(body, status=503)

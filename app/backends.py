@@ -68,9 +68,9 @@ class Backends:
         if not self.settings.local_worker:
             self.job_clients = clients
             return
-        from app.jobs.worker import LocalWorker
+        from app.jobs.worker import LocalWorker, model_queues
 
-        views = {c.queue: engine.view(name) for name, c in clients.items()}
+        views = model_queues(engine, self.settings)
         failing = False
         while True:
             worker = LocalWorker(views, self.handle, self.settings)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from app.auth import KeyRing, check_bind
 from app.blas import preload_openblas
 from app.logging_setup import setup_logging
-from app.settings import Settings, load_settings, model_path_problem
+from app.settings import Settings
+from app.settings_cli import load_settings, model_paths_problem
 
 if TYPE_CHECKING:
     from app.backends import Backends
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "mlx-embeddings-serve
 def _keys_or_none(settings: Settings) -> KeyRing | None:
     """The API keys, or None after logging why the server must not start (a --model path
     that does not exist, an unreadable key file, an open server on a non-loopback address)."""
-    problem = next(filter(None, (model_path_problem(s.model) for s in settings.per_model())), None)
+    problem = model_paths_problem(settings)
     keys = None
     if problem is None:
         try:

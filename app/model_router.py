@@ -19,10 +19,6 @@ class ModelRouter:
         self.services = services
         self.first = next(iter(services.values()))
 
-    @property
-    def names(self) -> list[str]:
-        return list(self.services)
-
     def __iter__(self) -> Iterator[EmbeddingService]:
         return iter(self.services.values())
 

@@ -199,7 +199,7 @@ def create_app(
     if resolver is not None and len(per_model) > 1:
         raise ValueError("a resolver can be given for a one-model server only")
     for model_settings in per_model:
-        view = engine.view(model_settings.model_name) if hasattr(engine, "view") else engine
+        view = engine.view(model_settings.model_name)
         model_resolver = resolver if resolver is not None else _resolver(model_settings, view)
         resolvers.append(model_resolver)
         services[model_settings.model_name] = EmbeddingService(

@@ -55,7 +55,7 @@ def tiny_colqwen(out: Path) -> Path:
 def offline(model: str, n: int, batch: int) -> dict[str, float]:
     """Raw adapter numbers: forward p50 of one query, and batch-``batch`` throughput."""
     from app.engine import load_adapter
-    from app.settings import load_settings
+    from app.settings_cli import load_settings
 
     settings = load_settings(["--model", model], env={})
 

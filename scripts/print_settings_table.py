@@ -11,7 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.settings import ENV_PREFIX, Settings, flag_of  # noqa: E402
+from app.settings import ENV_PREFIX, Settings  # noqa: E402
+from app.settings_cli import flag_of  # noqa: E402
 
 
 def _default(f: dataclasses.Field) -> str:

@@ -19,7 +19,8 @@ from typing import Any
 import redis
 
 from app.redis_embedded import RedisHandle, embedded_url, mask_url
-from app.settings import Settings, load_settings, model_path_problem
+from app.settings import Settings
+from app.settings_cli import load_settings, model_paths_problem
 
 log = logging.getLogger("mlx-embeddings-worker")
 
@@ -69,15 +70,12 @@ def run_worker(
     settings: Settings, engine: Any, *, redis_url: str, burst: bool = False, name: str | None = None
 ) -> bool:
     """Serve chunks until stopped (SIGINT/SIGTERM: finish the current chunk, then quit)."""
-    from app.jobs.chunks import queue_name
-    from app.jobs.worker import EmbedWorker, worker_name
+    from app.jobs.worker import EmbedWorker, model_queues, worker_name
 
     handle = RedisHandle(kind="external", url=redis_url)
-    views = {}
-    for s in settings.per_model():
-        view = engine.view(s.model_name)
-        views[queue_name(settings.queue_name, view.info.fingerprint)] = view
-        log.info("model %s: queue %r", s.model_name, next(reversed(views)))
+    views = model_queues(engine, settings)
+    for queue, view in views.items():
+        log.info("model %s: queue %r", view.name, queue)
     worker = EmbedWorker.for_models(views, handle, settings, name or worker_name("worker"))
     log.info("worker %s: %d model(s), redis %s", worker.name, len(views), mask_url(redis_url))
     try:
@@ -94,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    problem = next(filter(None, (model_path_problem(s.model) for s in settings.per_model())), None)
+    problem = model_paths_problem(settings)
     if problem:
         log.error("%s", problem)
         return 2

@@ -37,6 +37,7 @@ from app.cache import CachePolicy, EmbeddingCache, encode_embedding
 from app.engine.runner import BULK
 from app.errors import ApiError, ModelNotReady, Overloaded, error_record
 from app.jobs import store
+from app.jobs.chunks import queue_name
 from app.jobs.items import JobItem
 from app.pipeline import Pipeline
 
@@ -217,6 +218,12 @@ class ThreadWorker(EmbedWorker):
             if result is not None:
                 return result
         raise StopRequested()
+
+
+def model_queues(engine: Any, settings: Any) -> dict[str, Any]:
+    """Each model's queue -> its engine view, for the models of ``settings`` (loaded)."""
+    views = [engine.view(s.model_name) for s in settings.per_model()]
+    return {queue_name(settings.queue_name, v.info.fingerprint): v for v in views}
 
 
 def worker_name(kind: str) -> str:

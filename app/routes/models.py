@@ -7,14 +7,14 @@ from urllib.parse import unquote
 
 from sanic import HTTPResponse, Request, Sanic
 
-from app.engine.runner import Engine
+from app.engine.model_view import ModelView
 from app.routes.responses import json_response
 from app.settings import Settings
 
 OWNED_BY = "mlx-embeddings-server"
 
 
-def model_card(settings: Settings, engine: Engine, created: int) -> dict[str, Any]:
+def model_card(settings: Settings, engine: ModelView, created: int) -> dict[str, Any]:
     card: dict[str, Any] = {
         "id": settings.model_name,
         "object": "model",
@@ -24,9 +24,8 @@ def model_card(settings: Settings, engine: Engine, created: int) -> dict[str, An
     }
     if engine.ready:
         info = engine.info
-        memory = getattr(engine, "memory_bytes", None)
-        if memory is not None:
-            card["memory_bytes"] = memory  # MLX memory the model took at load
+        if engine.memory_bytes is not None:
+            card["memory_bytes"] = engine.memory_bytes  # MLX memory the model took at load
         card.update(
             kind=info.kind,
             dimensions=info.dim,

@@ -18,7 +18,8 @@ from PIL import Image
 from app.engine import Engine, cpu_patch, load_engine
 from app.engine.base import ImageInput, TextInput
 from app.engine.loading import load_mlx_model
-from app.settings import Settings, load_settings
+from app.settings import Settings
+from app.settings_cli import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""app.settings.load_settings: CLI flag > env MLX_EMB_* > default, and its usage errors."""
+"""app.settings_cli.load_settings: CLI flag > env MLX_EMB_* > default, and its usage errors."""
 
 from __future__ import annotations
 
@@ -7,14 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import (
-    ENV_PREFIX,
-    Settings,
-    build_parser,
-    flag_of,
-    load_settings,
-    model_path_problem,
-)
+from app.settings import ENV_PREFIX, Settings
+from app.settings_cli import build_parser, flag_of, load_settings, model_path_problem
 
 
 def test_defaults_with_only_model() -> None:

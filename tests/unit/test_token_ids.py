@@ -10,7 +10,8 @@ import tiktoken
 from app.engine.base import TextInput, TokenInput
 from app.errors import ApiError, InvalidRequest, InvalidTokenIds, UnsupportedInput
 from app.inputs import InputResolver, ResolvedItem
-from app.settings import Settings, load_settings
+from app.settings import Settings
+from app.settings_cli import load_settings
 from app.token_ids import LANGCHAIN_HINT, TiktokenDecoder, out_of_vocab_message
 
 

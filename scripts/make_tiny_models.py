@@ -1177,17 +1177,14 @@ def make_tiny_gemma3(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
 LLAMA_SPECIAL_TOKENS: tuple[str, ...] = ("<|begin_of_text|>", "<|end_of_text|>")
 
 
-def make_tiny_llama_bidirec(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
-    """A tiny bidirectional Llama embedder in the layout of nvidia/llama-nemotron-embed-1b-v2
-    (``model_type`` llama_bidirec, ``LlamaBidirectionalModel`` weights without a prefix,
-    llama3 RoPE scaling, Llama-3 style byte-level BPE with ``<|begin_of_text|>`` first, mean
-    pooling + Normalize, ``query: `` / ``passage: `` prompts)."""
-    from mlx_embeddings.models.llama_bidirec import Model, ModelArgs
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ids = write_bpe_tokenizer(
+def _write_llama3_tokenizer(
+    out_dir: Path, specials: tuple[str, ...], *, padding_side: str
+) -> dict[str, int]:
+    """The Llama-3 style byte-level BPE (``<|begin_of_text|>`` first) of the llama_bidirec and
+    llama_nemotron_vl tiny models."""
+    return write_bpe_tokenizer(
         out_dir,
-        specials=LLAMA_SPECIAL_TOKENS,
+        specials=specials,
         single="<|begin_of_text|> $A",
         pair="<|begin_of_text|> $A <|begin_of_text|>:1 $B:1",
         tokenizer_config={
@@ -1197,10 +1194,15 @@ def make_tiny_llama_bidirec(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
             "model_input_names": ["input_ids", "attention_mask"],
             "model_max_length": 8192,
             "pad_token": "<|end_of_text|>",
-            "padding_side": "right",
+            "padding_side": padding_side,
             "tokenizer_class": "PreTrainedTokenizerFast",
         },
     )
+
+
+def _llama_bidirec_config(ids: dict[str, int], **extra: Any) -> dict[str, Any]:
+    """A tiny ``LlamaBidirectionalModel`` config (llama3 RoPE scaling, mean pooling), keys in
+    the published files' sorted order; ``extra`` adds or sets keys."""
     config = {
         "architectures": ["LlamaBidirectionalModel"],
         "attention_bias": False,
@@ -1220,7 +1222,6 @@ def make_tiny_llama_bidirec(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
         "num_key_value_heads": 2,
         "pad_token_id": ids["<|end_of_text|>"],
         "pooling": "avg",
-        "pretraining_tp": 1,
         "rms_norm_eps": 1e-05,
         "rope_scaling": {
             "factor": 32.0,
@@ -1230,11 +1231,23 @@ def make_tiny_llama_bidirec(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
             "rope_type": "llama3",
         },
         "rope_theta": 500000.0,
-        "tie_word_embeddings": True,
         "torch_dtype": "float32",
-        "use_cache": True,
         "vocab_size": _round_up(max(ids.values()) + 1, 8),
+        **extra,
     }
+    return dict(sorted(config.items()))
+
+
+def make_tiny_llama_bidirec(out_dir: Path, *, seed: int = DEFAULT_SEED) -> Path:
+    """A tiny bidirectional Llama embedder in the layout of nvidia/llama-nemotron-embed-1b-v2
+    (``model_type`` llama_bidirec, ``LlamaBidirectionalModel`` weights without a prefix,
+    llama3 RoPE scaling, Llama-3 style byte-level BPE with ``<|begin_of_text|>`` first, mean
+    pooling + Normalize, ``query: `` / ``passage: `` prompts)."""
+    from mlx_embeddings.models.llama_bidirec import Model, ModelArgs
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = _write_llama3_tokenizer(out_dir, LLAMA_SPECIAL_TOKENS, padding_side="right")
+    config = _llama_bidirec_config(ids, tie_word_embeddings=True, pretraining_tp=1, use_cache=True)
     _write_json(out_dir / "config.json", config)
     model = Model(ModelArgs.from_dict(dict(config)))
     _save_weights(out_dir, _strip_prefix(_random_parameters(model, seed + 6), "model."))
@@ -1865,22 +1878,7 @@ def make_tiny_llama_nemotron_vl(out_dir: Path, *, seed: int = DEFAULT_SEED) -> P
     from mlx_embeddings.models.llama_nemotron_vl import Model, ModelArgs
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    ids = write_bpe_tokenizer(
-        out_dir,
-        specials=NEMOTRON_VL_SPECIAL_TOKENS,
-        single="<|begin_of_text|> $A",
-        pair="<|begin_of_text|> $A <|begin_of_text|>:1 $B:1",
-        tokenizer_config={
-            "bos_token": "<|begin_of_text|>",
-            "clean_up_tokenization_spaces": True,
-            "eos_token": "<|end_of_text|>",
-            "model_input_names": ["input_ids", "attention_mask"],
-            "model_max_length": 8192,
-            "pad_token": "<|end_of_text|>",
-            "padding_side": "left",
-            "tokenizer_class": "PreTrainedTokenizerFast",
-        },
-    )
+    ids = _write_llama3_tokenizer(out_dir, NEMOTRON_VL_SPECIAL_TOKENS, padding_side="left")
     vision_config = {
         "attention_dropout": 0.0,
         "hidden_act": "gelu_pytorch_tanh",
@@ -1894,38 +1892,7 @@ def make_tiny_llama_nemotron_vl(out_dir: Path, *, seed: int = DEFAULT_SEED) -> P
         "num_hidden_layers": 2,
         "patch_size": 8,
     }
-    llm_config = {
-        "architectures": ["LlamaBidirectionalModel"],
-        "attention_bias": False,
-        "attention_dropout": 0.0,
-        "bos_token_id": ids["<|begin_of_text|>"],
-        "eos_token_id": ids["<|end_of_text|>"],
-        "head_dim": 16,
-        "hidden_act": "silu",
-        "hidden_size": 64,
-        "initializer_range": 0.02,
-        "intermediate_size": 128,
-        "max_position_embeddings": 256,
-        "mlp_bias": False,
-        "model_type": "llama_bidirec",
-        "num_attention_heads": 4,
-        "num_hidden_layers": 2,
-        "num_key_value_heads": 2,
-        "pad_token_id": ids["<|end_of_text|>"],
-        "pooling": "avg",
-        "rms_norm_eps": 1e-05,
-        "rope_scaling": {
-            "factor": 32.0,
-            "high_freq_factor": 4.0,
-            "low_freq_factor": 1.0,
-            "original_max_position_embeddings": 64,
-            "rope_type": "llama3",
-        },
-        "rope_theta": 500000.0,
-        "tie_word_embeddings": False,
-        "torch_dtype": "float32",
-        "vocab_size": _round_up(max(ids.values()) + 1, 8),
-    }
+    llm_config = _llama_bidirec_config(ids, tie_word_embeddings=False)
     config = {
         "architectures": ["LlamaNemotronVLModel"],
         "downsample_ratio": 0.5,

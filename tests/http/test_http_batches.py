@@ -12,6 +12,7 @@ import httpx
 import openai
 import orjson
 import pytest
+from batch_checks import file_lines, request_line, wait_batch
 from http_servers import MV_MODEL, MV_SETTINGS, FakeAdapter, Served, serve_with_jobs
 
 KEY_A = "sk-batch-alice-0123456789"
@@ -39,31 +40,13 @@ def _client(served: Served, key: str = KEY_A) -> openai.OpenAI:
     return openai.OpenAI(base_url=served.url + "/v1", api_key=key, max_retries=0, timeout=30)
 
 
-def _line(custom_id: str, body: dict, url: str = "/v1/embeddings") -> bytes:
-    return orjson.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body})
-
-
 def _bodies(n: int) -> list[dict]:
     return [{"model": MV_MODEL, "input": [f"text number {i}", f"other {i}"]} for i in range(n)]
 
 
-def _wait(client: openai.OpenAI, batch_id: str, timeout: float = 30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        batch = client.batches.retrieve(batch_id)
-        if batch.status in ("completed", "failed", "cancelled", "expired"):
-            return batch
-        time.sleep(0.05)
-    raise AssertionError(f"batch {batch_id} did not finish: {batch.status}")
-
-
-def _jsonl(client: openai.OpenAI, file_id: str) -> list[dict]:
-    return [orjson.loads(x) for x in client.files.content(file_id).content.splitlines() if x]
-
-
 def test_files_upload_list_get_content_delete(served: Served) -> None:
     client = _client(served)
-    data = b"\n".join(_line(f"r{i}", b) for i, b in enumerate(_bodies(3))) + b"\n"
+    data = b"\n".join(request_line(f"r{i}", b) for i, b in enumerate(_bodies(3))) + b"\n"
     f = client.files.create(file=("in.jsonl", data), purpose="batch")
     assert f.object == "file" and f.bytes == len(data) and f.filename == "in.jsonl"
     assert f.purpose == "batch" and f.id.startswith("file-")
@@ -87,7 +70,7 @@ def test_files_upload_list_get_content_delete(served: Served) -> None:
 def test_file_limits(served: Served) -> None:
     client = _client(served)
     # streamed to disk: over this server's --max-body-bytes (256 KiB), under OpenAI's 200 MB
-    big = b"".join(_line(f"r{i}", {"model": MV_MODEL, "input": "x" * 200}) + b"\n"
+    big = b"".join(request_line(f"r{i}", {"model": MV_MODEL, "input": "x" * 200}) + b"\n"
                    for i in range(4000))  # fmt: skip
     assert len(big) > served.settings.max_body_bytes * 3
     f = client.files.create(file=("big.jsonl", big), purpose="batch")
@@ -114,7 +97,7 @@ def test_batch_end_to_end_equals_embeddings(served: Served) -> None:
          "pooling": {"method": "hierarchical", "pool_factor": 2}},
         {"model": MV_MODEL, "input": ["no page"], "pooling": {"method": "rows_cols"}},  # a 400
     ]  # fmt: skip
-    data = b"\n".join(_line(f"req-{i}", b) for i, b in enumerate(bodies))
+    data = b"\n".join(request_line(f"req-{i}", b) for i, b in enumerate(bodies))
     f = client.files.create(file=("in.jsonl", data), purpose="batch")
     batch = client.batches.create(
         input_file_id=f.id,
@@ -123,18 +106,18 @@ def test_batch_end_to_end_equals_embeddings(served: Served) -> None:
         metadata={"job": "e2e"},
     )
     assert batch.status == "validating" and batch.metadata == {"job": "e2e"}
-    done = _wait(client, batch.id)
+    done = wait_batch(client, batch.id, timeout=30.0)
     assert done.status == "completed", done
     assert done.request_counts.total == len(bodies)
     assert done.request_counts.completed == len(bodies) - 1 and done.request_counts.failed == 1
     assert done.error_file_id and done.output_file_id
-    (refused,) = _jsonl(client, done.error_file_id)
+    (refused,) = file_lines(client, done.error_file_id)
     assert refused["custom_id"] == f"req-{len(bodies) - 1}"
     http = httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {KEY_A}"})
     assert refused["response"]["body"] == http.post("/v1/embeddings", json=bodies[-1]).json()
     bodies = bodies[:-1]
     assert done.in_progress_at and done.finalizing_at and done.completed_at
-    lines = {x["custom_id"]: x for x in _jsonl(client, done.output_file_id)}
+    lines = {x["custom_id"]: x for x in file_lines(client, done.output_file_id)}
     assert set(lines) == {f"req-{i}" for i in range(len(bodies))}
     for i, body in enumerate(bodies):
         line = lines[f"req-{i}"]
@@ -162,20 +145,20 @@ def test_bad_lines_are_named_and_good_lines_done(served: Served) -> None:
     client = _client(served)
     good = {"model": MV_MODEL, "input": ["fine"]}
     lines = [
-        _line("ok-1", good),
+        request_line("ok-1", good),
         b"{not json",
-        _line("wrong-url", good, url="/v1/chat/completions"),
-        _line("wrong-model", {"model": "no/such-model", "input": ["x"]}),
-        _line("bad-input", {"model": MV_MODEL, "input": [{"nonsense": 1}]}),
+        request_line("wrong-url", good, url="/v1/chat/completions"),
+        request_line("wrong-model", {"model": "no/such-model", "input": ["x"]}),
+        request_line("bad-input", {"model": MV_MODEL, "input": [{"nonsense": 1}]}),
         orjson.dumps({"method": "POST", "url": "/v1/embeddings", "body": good}),
-        _line("ok-1", good),  # duplicate custom_id
-        _line("ok-2", good),
+        request_line("ok-1", good),  # duplicate custom_id
+        request_line("ok-2", good),
     ]
     f = client.files.create(file=("in.jsonl", b"\n".join(lines)), purpose="batch")
     batch = client.batches.create(
         input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h"
     )
-    done = _wait(client, batch.id)
+    done = wait_batch(client, batch.id, timeout=30.0)
     assert done.status == "completed"
     assert done.request_counts.total == 8
     assert done.request_counts.completed == 2 and done.request_counts.failed == 6
@@ -184,9 +167,9 @@ def test_bad_lines_are_named_and_good_lines_done(served: Served) -> None:
     by_line = {e.line: e for e in done.errors.data}
     assert by_line[3].param == "url" and "line 3" in by_line[3].message
     assert by_line[7].param == "custom_id" and "duplicate" in by_line[7].message
-    outs = _jsonl(client, done.output_file_id)
+    outs = file_lines(client, done.output_file_id)
     assert sorted(x["custom_id"] for x in outs) == ["ok-1", "ok-2"]
-    errs = _jsonl(client, done.error_file_id)
+    errs = file_lines(client, done.error_file_id)
     assert len(errs) == 6
     by_id = {x["custom_id"]: x for x in errs if x["custom_id"]}
     assert by_id["wrong-model"]["response"]["status_code"] == 404
@@ -202,7 +185,7 @@ def test_batch_of_only_bad_lines_fails(served: Served) -> None:
     batch = client.batches.create(
         input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h"
     )
-    done = _wait(client, batch.id)
+    done = wait_batch(client, batch.id, timeout=30.0)
     assert done.status == "failed" and done.failed_at
     assert [e.line for e in done.errors.data] == [1, 2]
 
@@ -213,7 +196,7 @@ def test_create_validation(served: Served) -> None:
         client.batches.create(
             input_file_id="file-nope", endpoint="/v1/embeddings", completion_window="24h"
         )
-    f = client.files.create(file=("in.jsonl", _line("a", _bodies(1)[0])), purpose="batch")
+    f = client.files.create(file=("in.jsonl", request_line("a", _bodies(1)[0])), purpose="batch")
     with pytest.raises(openai.BadRequestError) as exc:
         client.batches.create(
             input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
@@ -225,18 +208,18 @@ def test_create_validation(served: Served) -> None:
 
 def test_cancel_and_list(served: Served) -> None:
     client = _client(served)
-    data = b"\n".join(_line(f"c{i}", b) for i, b in enumerate(_bodies(400)))
+    data = b"\n".join(request_line(f"c{i}", b) for i, b in enumerate(_bodies(400)))
     f = client.files.create(file=("big.jsonl", data), purpose="batch")
     batch = client.batches.create(
         input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h"
     )
     cancelling = client.batches.cancel(batch.id)
     assert cancelling.status in ("cancelling", "cancelled")
-    done = _wait(client, batch.id)
+    done = wait_batch(client, batch.id, timeout=30.0)
     assert done.status == "cancelled" and done.cancelled_at and done.cancelling_at
     assert done.request_counts.completed < 400
     if done.output_file_id:
-        assert len(_jsonl(client, done.output_file_id)) == done.request_counts.completed
+        assert len(file_lines(client, done.output_file_id)) == done.request_counts.completed
     # cancelling a finished batch changes nothing
     assert client.batches.cancel(batch.id).status == "cancelled"
     # list: newest first, cursor pagination
@@ -286,7 +269,7 @@ def _stopped_mid_batch(tmp_path: Path, n: int):
     )
     first, thread, adapter = _start(settings, handle)
     client = _client(first)
-    data = b"\n".join(_line(f"r{i}", b) for i, b in enumerate(_bodies(n)))
+    data = b"\n".join(request_line(f"r{i}", b) for i, b in enumerate(_bodies(n)))
     f = client.files.create(file=("in.jsonl", data), purpose="batch")
     batch = client.batches.create(
         input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h"
@@ -319,10 +302,10 @@ def test_server_restart_mid_batch_resumes_without_redoing_lines(tmp_path, small_
     try:
         client = _client(second)
         assert client.batches.retrieve(batch_id).status == "in_progress"
-        done = _wait(client, batch_id)
+        done = wait_batch(client, batch_id, timeout=30.0)
         assert done.status == "completed"
         assert done.request_counts.completed == n and done.request_counts.failed == 0
-        ids = [x["custom_id"] for x in _jsonl(client, done.output_file_id)]
+        ids = [x["custom_id"] for x in file_lines(client, done.output_file_id)]
         assert sorted(ids) == sorted(f"r{i}" for i in range(n))  # each line exactly once
         forwarded = sum(adapter_a.batches) + sum(adapter_b.batches)
         assert 2 * n <= forwarded <= 2 * (n + DEPTH * WINDOW)
@@ -343,13 +326,13 @@ def test_an_expired_batch_keeps_its_done_lines_and_fails_the_rest(tmp_path, smal
     second, thread, _ = _start(settings, handle)
     try:
         client = _client(second)
-        done = _wait(client, batch_id)
+        done = wait_batch(client, batch_id, timeout=30.0)
         assert done.status == "expired" and done.expired_at
         counts = done.request_counts
         assert counts.total == n and counts.completed >= 16
         assert counts.completed + counts.failed == n
-        assert len(_jsonl(client, done.output_file_id)) == counts.completed
-        errs = _jsonl(client, done.error_file_id)
+        assert len(file_lines(client, done.output_file_id)) == counts.completed
+        errs = file_lines(client, done.error_file_id)
         assert len(errs) == counts.failed
         assert {e["error"]["code"] for e in errs} == {"batch_expired"}
     finally:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from batch_checks import file_lines, request_line, wait_batch
 from http_servers import MV_SETTINGS, Served, serve
 
 GOLDENS = Path(__file__).resolve().parents[1] / "goldens"
@@ -227,36 +228,23 @@ def test_metrics_count_items_per_model(three: Three) -> None:
 def test_a_batch_routes_each_line_to_its_model(three: Three) -> None:
     """One Batch API file with lines for two models (and one for a model not served): each
     line's output equals /v1/embeddings for its body."""
-    import orjson
-
     bodies = [
         {"model": "minilm", "input": ["batch line one", "batch line two"]},
         {"model": "colqwen", "input": "batch query"},
         {"model": "siglip", "input": "a photo"},
         {"model": "nope", "input": "x"},
     ]
-    data = b"\n".join(
-        orjson.dumps({"custom_id": f"c{i}", "method": "POST", "url": "/v1/embeddings", "body": b})
-        for i, b in enumerate(bodies)
-    )
+    data = b"\n".join(request_line(f"c{i}", b) for i, b in enumerate(bodies))
     client = three.served.openai()
     f = client.files.create(file=("in.jsonl", data), purpose="batch")
     batch = client.batches.create(
         input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h"
     )
-    deadline = time.time() + 60
-    while (batch := client.batches.retrieve(batch.id)).status not in ("completed", "failed"):
-        assert time.time() < deadline, batch.status
-        time.sleep(0.05)
+    batch = wait_batch(client, batch.id, timeout=60.0)
     assert batch.status == "completed", batch
     assert (batch.request_counts.completed, batch.request_counts.failed) == (3, 1)
-    out = {
-        o["custom_id"]: o["response"]["body"]
-        for o in map(orjson.loads, client.files.content(batch.output_file_id).content.splitlines())
-    }
-    errors = [
-        orjson.loads(x) for x in client.files.content(batch.error_file_id).content.splitlines()
-    ]
+    out = {o["custom_id"]: o["response"]["body"] for o in file_lines(client, batch.output_file_id)}
+    errors = file_lines(client, batch.error_file_id)
     assert [e["custom_id"] for e in errors] == ["c3"]
     assert errors[0]["response"]["status_code"] == 404
     with three.served.client() as http:

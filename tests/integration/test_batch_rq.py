@@ -18,6 +18,7 @@ import numpy as np
 import openai
 import orjson
 import pytest
+from batch_checks import file_lines, wait_batch
 from PIL import Image
 from rq import Queue, Worker
 from rq.registry import FailedJobRegistry, StartedJobRegistry
@@ -73,22 +74,6 @@ def _texts(n: int, tag: str = "") -> list[dict]:
     return [{"model": MV_MODEL, "input": [f"{tag}text {i}", f"{tag}more {i}"]} for i in range(n)]
 
 
-def _wait(client: openai.OpenAI, batch_id: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        batch = client.batches.retrieve(batch_id)
-        if batch.status in ("completed", "failed", "cancelled", "expired"):
-            return batch
-        time.sleep(0.05)
-    raise AssertionError(f"batch {batch_id} did not finish: {batch.status}")
-
-
-def _lines(client: openai.OpenAI, file_id: str | None) -> list[dict]:
-    if not file_id:
-        return []
-    return [orjson.loads(x) for x in client.files.content(file_id).content.splitlines() if x]
-
-
 def _batch_jobs(handle, batch_id: str) -> list[dict]:
     """The job records (app.jobs.store) the batch's windows were submitted as."""
     r = handle.sync_client()
@@ -136,7 +121,7 @@ def test_two_workers_share_a_batch_of_text_images_and_pdfs(
         ]
         client = _client(served)
         batch = _submit(client, bodies)
-        done = _wait(client, batch.id)
+        done = wait_batch(client, batch.id)
         assert done.status == "completed", done
         counts = done.request_counts
         assert (counts.total, counts.completed, counts.failed) == (303, 302, 1)
@@ -145,8 +130,8 @@ def test_two_workers_share_a_batch_of_text_images_and_pdfs(
         assert sum(j["total"] for j in jobs) == 2 * 300 + 2 + 3  # every item computed once
         ran = _done_by(redis_handle)
         assert ran["w1"] > 0 and ran["w2"] > 0, ran
-        outs = {x["custom_id"]: x for x in _lines(client, done.output_file_id)}
-        errs = _lines(client, done.error_file_id)
+        outs = {x["custom_id"]: x for x in file_lines(client, done.output_file_id)}
+        errs = file_lines(client, done.error_file_id)
         assert [e["custom_id"] for e in errs] == ["c302"]
         direct = httpx.Client(base_url=served.url, headers={"Cache-Control": "no-cache"})
         assert direct.post("/v1/embeddings", json=bodies[302]).json() == errs[0]["response"]["body"]
@@ -157,9 +142,9 @@ def test_two_workers_share_a_batch_of_text_images_and_pdfs(
         pdf = outs["c301"]["response"]["body"]["data"]
         assert [d["page"] for d in pdf] == [1, 2, 3]
         # the same batch again: all from the cache, no job at all, the same bodies
-        again = _wait(client, _submit(client, bodies).id)
+        again = wait_batch(client, _submit(client, bodies).id)
         assert again.request_counts.completed == 302 and _batch_jobs(redis_handle, again.id) == []
-        redone = {x["custom_id"]: x for x in _lines(client, again.output_file_id)}
+        redone = {x["custom_id"]: x for x in file_lines(client, again.output_file_id)}
         assert all(redone[k]["response"]["body"] == v["response"]["body"] for k, v in outs.items())
     finally:
         thread.stop()  # type: ignore[attr-defined]
@@ -182,10 +167,10 @@ def test_worker_killed_mid_batch_the_batch_completes(
         workers_up(redis_handle, 2)
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(10)
-        done = _wait(client, batch.id)
+        done = wait_batch(client, batch.id)
         assert done.status == "completed", done
         assert done.request_counts.completed == 40 and done.request_counts.failed == 0
-        ids = sorted(x["custom_id"] for x in _lines(client, done.output_file_id))
+        ids = sorted(x["custom_id"] for x in file_lines(client, done.output_file_id))
         assert ids == sorted(f"c{i}" for i in range(40))
         assert _done_by(redis_handle).get("rescuer", 0) >= 1  # the retried chunk ran there
         assert {j["status"] for j in _batch_jobs(redis_handle, batch.id)} == {"succeeded"}
@@ -210,10 +195,10 @@ def test_cancel_mid_batch_cancels_its_queued_chunks(
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert client.batches.cancel(batch.id).status == "cancelling"
-        done = _wait(client, batch.id)
+        done = wait_batch(client, batch.id)
         assert done.status == "cancelled" and done.cancelled_at
         assert 10 <= done.request_counts.completed < 200
-        assert len(_lines(client, done.output_file_id)) == done.request_counts.completed
+        assert len(file_lines(client, done.output_file_id)) == done.request_counts.completed
         jobs = _batch_jobs(redis_handle, batch.id)
         assert "cancelled" in {j["status"] for j in jobs}
         r = redis_handle.sync_client()
@@ -246,10 +231,10 @@ def test_server_restarted_mid_batch_no_line_done_twice(
     second, thread = _serve(redis_handle, data_dir, cache=False)
     try:
         client = _client(second)
-        done = _wait(client, batch.id)
+        done = wait_batch(client, batch.id)
         assert done.status == "completed", done
         assert done.request_counts.completed == n and done.request_counts.failed == 0
-        ids = [x["custom_id"] for x in _lines(client, done.output_file_id)]
+        ids = [x["custom_id"] for x in file_lines(client, done.output_file_id)]
         assert sorted(ids) == sorted(f"c{i}" for i in range(n))  # each line exactly once
         jobs = _batch_jobs(redis_handle, batch.id)
         submitted = sum(j["total"] for j in jobs)
@@ -266,10 +251,10 @@ def test_no_live_worker_the_server_computes_the_batch(redis_handle, data_dir) ->
     try:
         client = _client(served)
         bodies = _texts(30, "alone ")
-        done = _wait(client, _submit(client, bodies).id)
+        done = wait_batch(client, _submit(client, bodies).id)
         assert done.status == "completed" and done.request_counts.completed == 30
         assert _batch_jobs(redis_handle, done.id) == []  # nothing queued
-        line = _lines(client, done.output_file_id)[0]
+        line = file_lines(client, done.output_file_id)[0]
         want = httpx.post(served.url + "/v1/embeddings", json=bodies[int(line["custom_id"][1:])])
         assert line["response"]["body"] == want.json()
     finally:

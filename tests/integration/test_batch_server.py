@@ -10,19 +10,10 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from batch_checks import wait_batch
 from server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
-
-
-def _wait(client, batch_id: str, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        batch = client.batches.retrieve(batch_id)
-        if batch.status in ("completed", "failed", "cancelled", "expired"):
-            return batch
-        time.sleep(0.1)
-    raise AssertionError(f"batch {batch_id} not done: {batch.status}")
 
 
 def test_batch_on_real_redis_survives_a_restart(tiny_bert_path: Path) -> None:
@@ -50,7 +41,7 @@ def test_batch_on_real_redis_survives_a_restart(tiny_bert_path: Path) -> None:
         server = ServerProcess(args, data_dir=data_dir).wait_healthy()
         client = server.openai()
         assert client.batches.retrieve(batch.id).status in ("in_progress", "completed")
-        done = _wait(client, batch.id)
+        done = wait_batch(client, batch.id, timeout=120, poll=0.1)
         assert done.status == "completed", done
         assert done.request_counts.completed == n and done.request_counts.failed == 0
         lines = [orjson.loads(x) for x in client.files.content(done.output_file_id).content
